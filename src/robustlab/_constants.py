@@ -1,0 +1,48 @@
+"""Constants shared across robustlab — one place, never bare literals in the middle of code."""
+
+from __future__ import annotations
+
+#: Default seed for CLI entry points and built-in jobs. Library functions take an explicit
+#: ``generator`` / ``rng`` and never fall back to a global RNG.
+DEFAULT_SEED = 0
+
+#: Tolerance when checking that image inputs lie in [0, 1] (float32 rounding of x / 255).
+IMAGE_RANGE_ATOL = 1e-6
+
+#: Tolerance when checking that ``pred_probs`` rows sum to one.
+PROB_SUM_ATOL = 1e-4
+
+#: Default batch size for evaluation loops (inference only; memory-bounded, not a hyperparameter).
+EVAL_BATCH_SIZE = 512
+
+#: Default batch size for training when the caller gives none.
+TRAIN_BATCH_SIZE = 128
+
+#: Image sizes of the standard datasets.
+CIFAR_SHAPE = (3, 32, 32)
+MNIST_SHAPE = (1, 28, 28)
+DIGITS_SHAPE = (1, 8, 8)
+
+#: Mean/std of the standard datasets, used by the normalisation layer inside models.
+#: CIFAR-10 values as used by RobustBench / pytorch-cifar; MNIST from the torchvision docs.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+#: SQLite busy timeout (seconds) for the results store.
+STORE_TIMEOUT_S = 30.0
+
+#: Name of the results database inside a run folder.
+STORE_FILENAME = "results.sqlite"
+
+#: Name of the HTML report inside a run folder.
+REPORT_FILENAME = "report.html"
+
+#: Environment variable that overrides the cache folder (cached default models, ...).
+CACHE_ENV = "ROBUSTLAB_CACHE"
+
+#: Default cache folder (relative to the user's home) when ``CACHE_ENV`` is unset.
+DEFAULT_CACHE_DIR = ".cache/robustlab"
