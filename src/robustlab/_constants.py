@@ -46,3 +46,6 @@ CACHE_ENV = "ROBUSTLAB_CACHE"
 
 #: Default cache folder (relative to the user's home) when ``CACHE_ENV`` is unset.
 DEFAULT_CACHE_DIR = ".cache/robustlab"
+
+#: Name of the training checkpoint inside a training run folder (written atomically each epoch).
+TRAIN_CHECKPOINT_FILENAME = "checkpoint.pt"
