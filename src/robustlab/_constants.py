@@ -49,3 +49,26 @@ DEFAULT_CACHE_DIR = ".cache/robustlab"
 
 #: Name of the training checkpoint inside a training run folder (written atomically each epoch).
 TRAIN_CHECKPOINT_FILENAME = "checkpoint.pt"
+
+# --- models (robustlab.models) -----------------------------------------------------------------
+
+#: Smallest image height/width the convolutional architectures accept (the digits images are 8x8).
+MIN_IMAGE_SIZE = 8
+
+#: Files inside a saved robustlab model folder (``robustlab.models.save_model``).
+MODEL_WEIGHTS_FILENAME = "model.safetensors"
+MODEL_CONFIG_FILENAME = "config.json"
+
+#: Key of the safetensors metadata entry that stores the model config next to the weights.
+MODEL_CONFIG_METADATA_KEY = "robustlab_config"
+
+#: ``format`` / ``format_version`` written into every model config; loaders refuse newer versions.
+MODEL_FORMAT_NAME = "robustlab-model"
+MODEL_FORMAT_VERSION = 1
+
+#: Keys under which foreign checkpoints nest their state dict, tried in this order.
+CHECKPOINT_STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
+
+#: Key prefixes added by wrappers (DataParallel/DistributedDataParallel, torch.compile), stripped
+#: when every key of a loaded state dict carries them.
+CHECKPOINT_KEY_PREFIXES = ("module.", "_orig_mod.")
