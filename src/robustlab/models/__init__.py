@@ -13,8 +13,9 @@ is traceable by ``torch.fx``. Models are saved as safetensors + JSON folders
 code (:func:`load_checkpoint`, :func:`load_any`).
 """
 
+from robustlab.models.config import ModelConfig
 from robustlab.models.inference import predict_logits
-from robustlab.models.io import ModelConfig, load_any, load_checkpoint, load_model, save_model
+from robustlab.models.io import load_any, load_checkpoint, load_model, save_model
 from robustlab.models.layers import Normalize
 from robustlab.models.registry import MODELS, build_model, model_names, model_params
 

@@ -5,7 +5,7 @@ A robustlab model is saved as a **folder** holding two files:
 * ``model.safetensors`` — the state dict, in the safetensors format (no pickle, so loading
   cannot run code). Its metadata also carries the model config, so the weights file alone is
   enough to rebuild the model.
-* ``config.json`` — the same :class:`ModelConfig`, readable by people and other tools.
+* ``config.json`` — the same :class:`~robustlab.models.config.ModelConfig`, readable by people and other tools.
 
 Loading never unpickles arbitrary objects: foreign PyTorch checkpoints go through
 ``torch.load(weights_only=True)`` and anything that needs code execution is refused with a
@@ -14,17 +14,13 @@ Loading never unpickles arbitrary objects: foreign PyTorch checkpoints go throug
 
 from __future__ import annotations
 
-import json
-import math
-import numbers
 import os
 import pickle
 import re
 import secrets
 import warnings
 import zipfile
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +29,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from robustlab import __version__
 from robustlab._checks import check_writable_dir, describe, fail
 from robustlab._constants import (
     CHECKPOINT_KEY_PREFIXES,
     CHECKPOINT_STATE_DICT_KEYS,
     MODEL_CONFIG_FILENAME,
     MODEL_CONFIG_METADATA_KEY,
-    MODEL_FORMAT_NAME,
-    MODEL_FORMAT_VERSION,
     MODEL_WEIGHTS_FILENAME,
 )
 from robustlab.errors import CheckpointError, InvalidParameterError, InvalidTypeError, RobustlabError
-from robustlab.models._common import check_input_shape, check_num_classes
-from robustlab.models.layers import Normalize, Stats
-from robustlab.models.registry import build_model
+from robustlab.models.config import ModelConfig, config_from_text
+from robustlab.models.layers import Normalize
 
 __all__ = ["ModelConfig", "save_model", "load_model", "load_checkpoint", "load_any"]
 
@@ -56,188 +48,6 @@ PathLike = str | os.PathLike[str]
 # Messages of torch's weights-only unpickler that mean "this file wants to run code" (a pickled
 # class or function), as opposed to a damaged byte stream.
 _CODE_MARKERS = ("GLOBAL", "unrecognized function", "Can only build", "Can only create new object")
-
-
-# ----------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model: architecture, its parameters and the data it expects.
-
-    Parameters
-    ----------
-    name : str
-        Registered architecture name (see :func:`robustlab.models.model_names`).
-    input_shape : tuple of int
-        Per-example input shape, ``(C, H, W)`` or ``(D,)``.
-    num_classes : int
-        Number of classes ``K >= 2``.
-    params : dict, default {}
-        Architecture parameters passed to :func:`~robustlab.models.build_model`. Must be JSON
-        values; tuples are stored as lists (the factories accept both).
-    mean, std : tuple of float, optional
-        Statistics of the normalisation layer inside the model (``None``: identity).
-    class_names : tuple of str, optional
-        One name per class.
-    robustlab_version : str
-        Version that wrote the config (informational).
-
-    Examples
-    --------
-    >>> config = ModelConfig("mlp", (64,), 10, params={"hidden_sizes": [32]})
-    >>> ModelConfig.from_json(config.to_json()) == config
-    True
-    """
-
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    params: dict[str, Any] = field(default_factory=dict)
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    class_names: tuple[str, ...] | None = None
-    robustlab_version: str = __version__
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            fail("name", "a non-empty model name", self.name, error=InvalidTypeError)
-        shape = check_input_shape(self.input_shape)
-        object.__setattr__(self, "input_shape", shape)
-        object.__setattr__(self, "num_classes", check_num_classes(self.num_classes))
-        object.__setattr__(self, "params", _json_params(self.params))
-        for stat in ("mean", "std"):
-            object.__setattr__(self, stat, _stat_tuple(stat, getattr(self, stat), shape))
-        if self.class_names is not None:
-            names = self.class_names
-            if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != self.num_classes:
-                fail("class_names", f"a sequence of {self.num_classes} names (one per class)", names)
-            object.__setattr__(self, "class_names", tuple(str(c) for c in names))
-        if not isinstance(self.robustlab_version, str):
-            fail("robustlab_version", "a str", self.robustlab_version, error=InvalidTypeError)
-
-    def __hash__(self) -> int:  # params is a dict, so hash the canonical text instead
-        return hash(self.to_json())
-
-    @classmethod
-    def for_model(
-        cls,
-        name: str,
-        input_shape: Sequence[int],
-        num_classes: int,
-        *,
-        params: Mapping[str, Any] | None = None,
-        mean: Stats | None = None,
-        std: Stats | None = None,
-        class_names: Sequence[str] | None = None,
-    ) -> ModelConfig:
-        """Config from the same keyword arguments as :func:`~robustlab.models.build_model`.
-
-        ``mean`` and ``std`` may be given directly or inside ``params`` (as ``build_model``'s
-        ``**kwargs`` would hold them); they are moved to their own fields.
-        """
-        arch = dict(params or {})
-        for key, value in (("mean", mean), ("std", std)):
-            if key in arch and value is not None:
-                raise InvalidParameterError(f"The '{key}' parameter must be given once. Got it both "
-                                            f"directly and inside 'params' instead.")
-        mean = arch.pop("mean", mean)
-        std = arch.pop("std", std)
-        return cls(name, tuple(input_shape), num_classes, params=arch, mean=_plain(mean),
-                   std=_plain(std), class_names=None if class_names is None else tuple(class_names))
-
-    def build(self, *, generator: torch.Generator | None = None, seed: int | None = None) -> nn.Module:
-        """A freshly initialised model of this architecture (see :func:`~robustlab.models.build_model`)."""
-        return build_model(self.name, self.input_shape, self.num_classes, mean=self.mean, std=self.std,
-                           generator=generator, seed=seed, **self.params)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, with the file format name and version first."""
-        return {
-            "format": MODEL_FORMAT_NAME,
-            "format_version": MODEL_FORMAT_VERSION,
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "params": self.params,
-            "mean": None if self.mean is None else list(self.mean),
-            "std": None if self.std is None else list(self.std),
-            "class_names": None if self.class_names is None else list(self.class_names),
-            "robustlab_version": self.robustlab_version,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; raises :class:`~robustlab.errors.CheckpointError`."""
-        return _config_from_obj(data, "The model config")
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        """Inverse of :meth:`to_json`; raises :class:`~robustlab.errors.CheckpointError`."""
-        return _config_from_text(text, "The model config")
-
-
-def _json_params(params: Any) -> dict[str, Any]:
-    """Canonical JSON form (tuples -> lists), so a config equals its own round trip."""
-    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
-        fail("params", "a dict with str keys", params, error=InvalidTypeError)
-    try:
-        return json.loads(json.dumps(dict(params), allow_nan=False))
-    except (TypeError, ValueError):
-        fail("params", "a dict of JSON values (numbers, strings, lists, dicts)", params)
-
-
-def _stat_tuple(name: str, value: Any, shape: tuple[int, ...]) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    value = _plain(value)
-    values = [value] if isinstance(value, numbers.Real) else value
-    if isinstance(values, str) or not isinstance(values, Sequence) \
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
-        fail(name, "a float or a sequence of floats", value, error=InvalidTypeError)
-    out = tuple(float(v) for v in values)
-    if len(out) not in (1, shape[0]) or not all(math.isfinite(v) for v in out):
-        fail(name, f"1 or {shape[0]} finite values for input_shape {shape}", value)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    """Tensors / arrays -> nested Python floats (JSON-ready)."""
-    return value.tolist() if hasattr(value, "tolist") else value
-
-
-def _config_from_text(text: str, source: str) -> ModelConfig:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} "
-                              f"column {exc.colno}).") from None
-    return _config_from_obj(data, source)
-
-
-def _config_from_obj(data: Any, source: str) -> ModelConfig:
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{source} must be a JSON object. Got {describe(data)} instead.")
-    fmt = data.get("format", MODEL_FORMAT_NAME)
-    if fmt != MODEL_FORMAT_NAME:
-        raise CheckpointError(f"{source} is not a robustlab model config (format {fmt!r}).")
-    version = data.get("format_version", MODEL_FORMAT_VERSION)
-    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
-        raise CheckpointError(f"{source} has format version {version!r}, newer than this robustlab "
-                              f"({__version__}) reads ({MODEL_FORMAT_VERSION}); upgrade robustlab.")
-    missing = [k for k in ("name", "input_shape", "num_classes") if k not in data]
-    if missing:
-        raise CheckpointError(f"{source} lacks the field(s) {', '.join(map(repr, missing))}.")
-    # Unknown fields are ignored: a later robustlab may add informational ones.
-    fields = {k: data[k] for k in ("name", "input_shape", "num_classes", "params", "mean", "std",
-                                   "class_names", "robustlab_version") if k in data}
-    if fields.get("params") is None:
-        fields["params"] = {}
-    try:
-        return ModelConfig(**fields)
-    except RobustlabError as exc:
-        raise CheckpointError(f"{source} is invalid: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------- save
@@ -414,7 +224,7 @@ def load_model(path: PathLike, *, map_location: torch.device | str = "cpu") -> t
         raise CheckpointError(f"Cannot load the model weights '{weights}': file not found.")
     from_json = None
     if config_file is not None:
-        from_json = _config_from_text(_read_text(config_file), f"The model config '{config_file}'")
+        from_json = config_from_text(_read_text(config_file), f"The model config '{config_file}'")
     stored = _stored_config(weights)
     if stored is None and from_json is None:
         raise CheckpointError(f"The weights file '{weights}' carries no robustlab config; load it with "
@@ -597,7 +407,7 @@ def _stored_config(weights: Path) -> ModelConfig | None:
     text = metadata.get(MODEL_CONFIG_METADATA_KEY)
     if text is None:
         return None
-    return _config_from_text(text, f"The config stored in '{weights}'")
+    return config_from_text(text, f"The config stored in '{weights}'")
 
 
 def _read_safetensors(file: Path, map_location: torch.device | str) -> dict[str, torch.Tensor]:
