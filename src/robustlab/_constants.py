@@ -72,3 +72,20 @@ CHECKPOINT_STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net", 
 #: Key prefixes added by wrappers (DataParallel/DistributedDataParallel, torch.compile), stripped
 #: when every key of a loaded state dict carries them.
 CHECKPOINT_KEY_PREFIXES = ("module.", "_orig_mod.")
+
+#: Version of the results store schema (SQLite ``PRAGMA user_version``); bump with a migration.
+STORE_SCHEMA_VERSION = 1
+
+#: Order of known probes in the scan report; other probes follow alphabetically.
+SCAN_PROBE_ORDER = ("clean", "audit", "corruptions", "adversarial", "certified", "calibration",
+                    "detection", "repair")
+
+#: Longest error message stored for a failed scan job (one line, truncated).
+SCAN_ERROR_MAX_CHARS = 500
+
+#: Examples run once, untimed, before the clean probe times inference (lazy init, caches).
+CLEAN_WARMUP_EXAMPLES = 8
+
+#: Confusion-matrix figures show per-cell counts up to this many classes, tick labels up to the next.
+CONFUSION_ANNOTATE_MAX_CLASSES = 12
+CONFUSION_TICKS_MAX_CLASSES = 30
