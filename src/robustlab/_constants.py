@@ -89,3 +89,15 @@ CLEAN_WARMUP_EXAMPLES = 8
 #: Confusion-matrix figures show per-cell counts up to this many classes, tick labels up to the next.
 CONFUSION_ANNOTATE_MAX_CLASSES = 12
 CONFUSION_TICKS_MAX_CLASSES = 30
+
+# --- data (robustlab.data) -----------------------------------------------------------------------
+
+#: Held-out fraction that ``robustlab.data.load_dataset`` uses for sources without an official
+#: test split (built-ins, CSV, single-set .npz and ImageFolder trees); split seed is DEFAULT_SEED.
+DATA_TEST_FRACTION = 0.2
+
+#: Label column of CSV files when the caller names none.
+CSV_LABEL_COLUMN = "label"
+
+#: File extensions (lower case) read as images in ImageFolder trees.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
