@@ -121,7 +121,7 @@ def test_bad_model_objective_config_types(toy_data, make_model):
         Trainer(lambda x: x, CrossEntropy()).fit(toy_data)
     with pytest.raises(InvalidTypeError, match="'objective'"):
         Trainer(make_model(0), object()).fit(toy_data)
-    with pytest.raises(UnknownNameError, match="'objective'"):
+    with pytest.raises(UnknownNameError, match="'method'"):
         Trainer(make_model(0), "nope").fit(toy_data)
     with pytest.raises(InvalidTypeError, match="'config'"):
         Trainer(make_model(0), "ce", {"epochs": 1}).fit(toy_data)

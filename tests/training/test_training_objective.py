@@ -61,7 +61,7 @@ def test_build_objective_by_name():
 
 
 def test_unknown_objective_lists_valid_names():
-    with pytest.raises(UnknownNameError, match=r"'objective'.*'ce'.*Got 'nope'"):
+    with pytest.raises(UnknownNameError, match=r"'method'.*'ce'.*Got 'nope'"):
         build_objective("nope")
 
 

@@ -339,8 +339,14 @@ class Dataset:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "class_counts": counts,
-            "storage": type(self._source).__name__,
+            "storage": _storage_name(self._source),
         }
+
+
+def _storage_name(source: InputSource) -> str:
+    if isinstance(source, _SubsetSource):
+        return f"subset of {_storage_name(source.base)}"
+    return type(source).__name__
 
 
 class _SubsetSource:

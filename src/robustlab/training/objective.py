@@ -230,7 +230,7 @@ def _init_params(obj: object) -> dict[str, Any]:
 
 
 #: Registered training objectives by name; ``--method NAME`` on the command line.
-OBJECTIVES: Registry[type[BaseObjective]] = Registry("objective")
+OBJECTIVES: Registry[type[BaseObjective]] = Registry("method")
 
 
 @OBJECTIVES.register("ce")

@@ -426,8 +426,8 @@ def _checkpoint_path(run_dir: Any, *, resume: bool) -> Path | None:
         fail("run_dir", "None or a folder path", run_dir, error=InvalidTypeError)
     path = check_writable_dir("run_dir", run_dir) / TRAIN_CHECKPOINT_FILENAME
     if not resume and path.exists():
-        fail("run_dir", "a folder without a training checkpoint (pass resume=True to continue that "
-             "run)", f"{str(run_dir)!r}, which holds {TRAIN_CHECKPOINT_FILENAME}", describe_got=False,
+        fail("run_dir", "a folder without a training checkpoint (resume=True, or --resume on the "
+             "command line, continues that run)", f"{str(run_dir)!r}, which holds {TRAIN_CHECKPOINT_FILENAME}", describe_got=False,
              error=OutputDirError)
     return path
 

@@ -1,0 +1,282 @@
+"""The ``robustlab`` command.
+
+Every command validates its input through the library; a :class:`~robustlab.errors.RobustlabError`
+or a usage error is printed as one line on stderr with exit status 2. ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from robustlab import __version__
+from robustlab._constants import DEFAULT_SEED
+
+app = typer.Typer(
+    name="robustlab",
+    help="Classifiers that stay right under noise: scan a model, train robustly, inspect data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_STATE: dict[str, bool] = {"debug": False}
+log = logging.getLogger("robustlab.cli")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robustlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress lines.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    _STATE["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("robustlab").setLevel(level)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- scan
+@app.command(epilog="Example: robustlab scan --data digits --model small-cnn --out runs/digits")
+def scan(
+    model: Annotated[str, typer.Option(help="A saved model (folder, .safetensors, TorchScript .pt) or an "
+                                       "architecture name to train (cached) on the data.")] = "small-cnn",
+    data: Annotated[str, typer.Option(help="A built-in dataset name or a path (CIFAR folder, MNIST IDX "
+                                      "folder, ImageFolder, .npz, .csv).")] = "digits",
+    probes: Annotated[str, typer.Option(help="Comma-separated probe names, or 'all'.")] = "all",
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (results.sqlite + report.html). "
+                                                "Default: runs/scan-DATA-MODEL.")] = None,
+    backend: Annotated[str, typer.Option(help="Where probe jobs run: local or ray.")] = "local",
+    seed: Annotated[int, typer.Option(help="Seed for training and every probe (the test split is fixed).")] = DEFAULT_SEED,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs when training the model (default: "
+                                                  "the architecture's recipe).")] = None,
+    retrain: Annotated[bool, typer.Option(help="Ignore the cached trained model.")] = False,
+) -> None:
+    """Scan a model on a dataset with every probe and write one HTML report.
+
+    With no arguments: trains (or reuses a cached) small CNN on the built-in digits data and scans it.
+    Running the same command again resumes an interrupted scan and skips what is already stored.
+    """
+    from robustlab.scan import PROBES, build_probe, run_scan
+
+    names = PROBES.names() if probes.strip() == "all" else [p.strip() for p in probes.split(",") if p.strip()]
+    probe_objs = [build_probe(n) for n in names]
+    entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=epochs, retrain=retrain)
+    out_dir = out if out is not None else Path("runs") / _slug(f"scan-{Path(data).name}-{Path(model).name}")
+    summary = run_scan(entry_model, test_data, probe_objs, out_dir=out_dir, seed=seed,
+                       model_info=model_info, data_info=test_data.info() | {"source": data},
+                       backend=backend)
+    _print_scan_summary(summary)
+
+
+def _scan_model(model: str, data: str, *, seed: int, epochs: int | None,
+                retrain: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """Resolve ``--model``: an architecture name trains (cached) on the data, else a file is loaded."""
+    from robustlab import zoo
+    from robustlab._checks import fail
+    from robustlab.errors import DataNotFoundError
+    from robustlab.models import load_any, model_names
+
+    if not Path(model).exists() and model not in model_names():
+        names = ", ".join(model_names())
+        fail("model", f"a saved model path or an architecture name ({names})", model,
+             error=DataNotFoundError)
+    if model in model_names() and not Path(model).exists():
+        entry = zoo.get_model(data, model, seed=seed, epochs=epochs, retrain=retrain)
+        final = entry.history[-1] if entry.history else {}
+        info = {"name": model, "source": "trained" if not entry.cached else "cache",
+                "path": str(entry.path), "epochs": len(entry.history),
+                "val_acc": final.get("val_acc")}
+        return entry.model, entry.test, info
+    loaded = load_any(model)
+    _, test = zoo.load_splits(data)
+    return loaded, test, {"name": Path(model).name, "source": "file", "path": str(model)}
+
+
+def _print_scan_summary(summary: Any) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"robustlab scan — run {summary.run_id}", show_lines=False)
+    table.add_column("probe")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for probe, metric, value in summary.headline:
+        table.add_row(probe, metric, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"jobs run: {summary.jobs_run}, skipped (already stored): {summary.jobs_skipped}, "
+                  f"failed: {len(summary.failed)}")
+    for probe, job, error in summary.failed:
+        console.print(f"[red]failed[/red] {probe} {job}: {error}")
+    console.print(f"report: {summary.report_path}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+# --------------------------------------------------------------------------- train
+@app.command(epilog="Example: robustlab train --data digits --model small-cnn --method ce --epochs 10 "
+                    "--out runs/train-digits")
+def train(
+    data: Annotated[str, typer.Option(help="A built-in dataset name or a path.")] = "digits",
+    model: Annotated[str, typer.Option(help="Architecture name (see `robustlab train --help`).")] = "small-cnn",
+    method: Annotated[str, typer.Option(help="Training objective, e.g. ce.")] = "ce",
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, history.json, the final model.")] =
+        Path("runs/train"),
+    epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
+    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "adamw",
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="constant, cosine or step.")] = "cosine",
+    grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.")] = None,
+    record_examples: Annotated[bool, typer.Option(help="Keep per-example loss/margin records.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and data order (the test split is fixed).")] = DEFAULT_SEED,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+) -> None:
+    """Train a model on a dataset with a named objective; checkpoints every epoch (--resume continues)."""
+    from robustlab import zoo
+    from robustlab._checks import check_writable_dir
+    from robustlab.models import ModelConfig, build_model, save_model
+    from robustlab.training import Trainer, TrainConfig, build_objective
+
+    out_dir = check_writable_dir("out", out)
+    objective = build_objective(method)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                         weight_decay=weight_decay, schedule=schedule, grad_clip_norm=grad_clip,
+                         record_examples=record_examples, seed=seed)
+    train_ds, test_ds = zoo.load_splits(data)
+    norm = zoo._normalisation(train_ds)
+    net = build_model(model, train_ds.input_shape, train_ds.num_classes, seed=seed, **norm)
+    mconf = ModelConfig.for_model(model, train_ds.input_shape, train_ds.num_classes, params=norm,
+                                  class_names=train_ds.class_names)
+    result = Trainer(net, objective, config).fit(train_ds, val=test_ds, run_dir=out_dir, resume=resume)
+    save_model(result.model, out_dir / "model", mconf)
+    (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+    last = result.history[-1] if result.history else {}
+    _console().print(f"trained {model} on {data} with {method}: val accuracy "
+                     f"{last.get('val_acc', float('nan')):.4f} after {len(result.history)} epochs; "
+                     f"model saved to {out_dir / 'model'}")
+
+
+# --------------------------------------------------------------------------- report
+@app.command(epilog="Example: robustlab report runs/scan-digits-small-cnn")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A scan's run folder (holding results.sqlite).")],
+) -> None:
+    """Re-render the HTML report of a run folder from its results store."""
+    from robustlab.scan import write_report
+
+    path = write_report(run_dir)
+    _console().print(f"report: {path}")
+
+
+# --------------------------------------------------------------------------- data
+@data_app.command("info", epilog="Example: robustlab data info digits")
+def data_info(
+    data: Annotated[str, typer.Argument(help="A built-in dataset name or a path.")] = "digits",
+    split: Annotated[str, typer.Option(help="train, test or all.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Describe a dataset: size, input shape, classes and their counts."""
+    from rich.table import Table
+
+    from robustlab.data import load_dataset
+
+    info = load_dataset(data, split=split).info()
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    table = Table(title=f"dataset {info['name']}")
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("kind", "num_examples", "input_shape", "num_classes", "storage"):
+        table.add_row(key, str(info[key]))
+    counts = ", ".join(f"{n}: {c}" for n, c in zip(info["class_names"], info["class_counts"]))
+    table.add_row("class counts", counts)
+    _console().print(table)
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one-line errors with exit status 2; ``--debug`` shows tracebacks."""
+    from robustlab.errors import RobustlabError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="robustlab", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        print("robustlab: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("robustlab: interrupted (stored results are kept; run the same command to resume)",
+              file=sys.stderr)
+        return 130
+    except RobustlabError as exc:
+        if debug:
+            raise
+        print(f"robustlab: error: {_as_cli_message(_one_line(str(exc)), args)}", file=sys.stderr)
+        return 2
+    except typer.exceptions.TyperException as exc:  # usage errors from the vendored click
+        if debug:
+            raise
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        hint = " (see --help)" if type(exc).__name__ != "Exit" else ""
+        print(f"robustlab: usage error: {_one_line(message)}{hint}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2) or 2)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+#: Library argument names that a CLI flag feeds under another name.
+_FLAG_FOR_ARGUMENT = {
+    "name_or_path": "--data", "root": "--data", "out_dir": "--out", "run_dir": "--out", "probe": "--probes",
+    "grad_clip_norm": "--grad-clip",
+}
+
+
+def _as_cli_message(message: str, args: list[str]) -> str:
+    """Name the command-line flag a user typed, not the library argument it was passed to."""
+    import re
+
+    def swap(match: re.Match[str]) -> str:
+        name = match.group(1)
+        flag = _FLAG_FOR_ARGUMENT.get(name, "--" + name.replace("_", "-"))
+        known = name in _FLAG_FOR_ARGUMENT and flag.startswith("--")
+        return f"The '{flag}' option" if known or flag in args else match.group(0)
+
+    return re.sub(r"^The '(\w+)' parameter", swap, message)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
