@@ -81,7 +81,9 @@ def scan(
     Running the same command again resumes an interrupted scan and skips what is already stored.
     """
     from robustlab.scan import PROBES, build_probe, run_scan
+    from robustlab.scan.runner import check_backend
 
+    check_backend(backend)
     names = PROBES.names() if probes.strip() == "all" else [p.strip() for p in probes.split(",") if p.strip()]
     probe_objs = [build_probe(n) for n in names]
     entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=epochs, retrain=retrain)

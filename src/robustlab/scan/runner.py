@@ -166,6 +166,12 @@ BACKENDS: tuple[str, ...] = ("local", "ray")
 _EXECUTORS: dict[str, Executor] = {"local": _local_executor}
 
 
+def check_backend(backend: str) -> str:
+    """Validate a backend name up front (before any training or data loading); return it."""
+    _executor(backend)
+    return backend
+
+
 def _executor(backend: str) -> Executor:
     check_choice("backend", backend, BACKENDS)
     if backend == "ray" and "ray" not in _EXECUTORS:
