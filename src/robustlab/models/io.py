@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import secrets
 import warnings
 import zipfile
 from collections.abc import Collection, Mapping
@@ -30,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from robustlab._checks import check_writable_dir, describe, fail
+from robustlab._io import fsync_dir, fsync_file, temp_path
 from robustlab._constants import (
     CHECKPOINT_KEY_PREFIXES,
     CHECKPOINT_STATE_DICT_KEYS,
@@ -95,18 +95,18 @@ def save_model(model: nn.Module, path: PathLike, config: ModelConfig) -> Path:
     _check_config_matches(model, config)
     folder = check_writable_dir("path", path)
     weights, config_file = folder / MODEL_WEIGHTS_FILENAME, folder / MODEL_CONFIG_FILENAME
-    tmp_weights, tmp_config = _tmp_name(weights), _tmp_name(config_file)
+    tmp_weights, tmp_config = temp_path(weights), temp_path(config_file)
     try:
         st.save_model(model, str(tmp_weights), metadata={MODEL_CONFIG_METADATA_KEY: config.to_json()})
         tmp_config.write_text(config.to_json() + "\n", encoding="utf-8")
         for tmp in (tmp_weights, tmp_config):
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp_weights, weights)
         os.replace(tmp_config, config_file)
     finally:
         for tmp in (tmp_weights, tmp_config):
             tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return folder
 
 
@@ -155,31 +155,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def _tmp_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable; best effort (not possible on Windows or some file systems)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------- load

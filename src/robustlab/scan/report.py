@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from typing import Any
 
 from robustlab._checks import fail
 from robustlab._constants import REPORT_FILENAME, SCAN_PROBE_ORDER
+from robustlab._io import atomic_write_text
 from robustlab.errors import OutputDirError
 from robustlab.scan.probe import _check_name, job_label
 from robustlab.scan.store import (
@@ -319,17 +319,8 @@ def write_report(path: str | os.PathLike[str], *, run_id: str | None = None) -> 
 
 
 def _atomic_write(dest: Path, text: str) -> None:
-    # os.open with 0o666 lets the umask decide the mode, as for any file the user writes
-    # (tempfile would leave the report readable by its owner only).
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with open(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
+        atomic_write_text(dest, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         fail("path", "a run folder where the report can be written", f"{str(dest)!r} ({exc.strerror})",
              error=OutputDirError, describe_got=False)
