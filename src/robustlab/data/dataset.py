@@ -38,6 +38,9 @@ __all__ = ["Dataset", "Batch", "InputSource", "TensorSource", "ArraySource"]
 
 KINDS = ("image", "tabular")
 
+#: Examples per chunk when validating float array inputs (bounded memory for memmaps).
+_VALIDATE_CHUNK = 4096
+
 
 @runtime_checkable
 class InputSource(Protocol):
@@ -206,8 +209,23 @@ class Dataset:
         self._source = source
         self._labels = labels_t.cpu()
         self._meta = _Meta(name=str(name), kind=kind, class_names=class_names)
-        if validate and isinstance(source, TensorSource):
-            (check_images if kind == "image" else check_inputs)("inputs", source.tensor)
+        if validate:
+            self._validate_inputs()
+
+    def _validate_inputs(self) -> None:
+        """Check finiteness (and [0, 1] for images) of in-memory or float array inputs, once.
+
+        uint8 arrays are in range by construction and file-backed sources (image folders) are
+        decoded to [0, 1] by their loader, so only float storage needs reading; it is read in
+        chunks so a float memmap is never loaded whole.
+        """
+        check = check_images if self.kind == "image" else check_inputs
+        if isinstance(self._source, TensorSource):
+            check("inputs", self._source.tensor)
+        elif isinstance(self._source, ArraySource) and self._source.array.dtype != np.uint8:
+            for start in range(0, len(self), _VALIDATE_CHUNK):
+                idx = torch.arange(start, min(start + _VALIDATE_CHUNK, len(self)))
+                check("inputs", self._source.load(idx))
 
     # ------------------------------------------------------------------ properties
     @property
