@@ -58,19 +58,34 @@ def test_job_generators_are_deterministic_and_distinct(tmp_path):
     assert draws(a)[1] == expected
 
 
-def test_identity_weights_data_probes_and_seed_not_descriptions(tmp_path):
+def test_identity_weights_data_and_seed_not_descriptions(tmp_path):
     base = _scan(tmp_path, [RecordingProbe(num_jobs=1)], model_info={"name": "x", "source": "trained"})
     same = _scan(tmp_path, [RecordingProbe(num_jobs=1)], model_info={"name": "x", "source": "cache"})
     assert same.run_id == base.run_id and same.jobs_skipped == 1
     others = [
         _scan(tmp_path, [RecordingProbe(num_jobs=1)], model=linear_model(seed=1)),
         _scan(tmp_path, [RecordingProbe(num_jobs=1)], data=tabular_dataset(seed=1)),
-        _scan(tmp_path, [RecordingProbe(num_jobs=2)]),
         _scan(tmp_path, [RecordingProbe(num_jobs=1)], seed=1),
     ]
     ids = {base.run_id, *(o.run_id for o in others)}
-    assert len(ids) == 5
+    assert len(ids) == 4
     assert all(o.jobs_skipped == 0 for o in others)
+
+
+def test_more_probes_extend_the_run_and_changed_settings_recompute(tmp_path):
+    first = _scan(tmp_path, [RecordingProbe(num_jobs=1)])
+    more = _scan(tmp_path, [RecordingProbe(num_jobs=1), build_probe("clean")])
+    assert more.run_id == first.run_id
+    assert (more.jobs_run, more.jobs_skipped) == (1, 1)  # only the new probe ran
+    changed = RecordingProbe(num_jobs=2)
+    again = _scan(tmp_path, [changed])
+    assert again.run_id == first.run_id
+    assert (again.jobs_run, again.jobs_skipped) == (2, 0) and changed.calls == [0, 1]
+    with ResultsStore(again.store_path) as store:
+        draws = [r for r in store.results(again.run_id) if r.metric == "draw"]
+        probes = {r.probe for r in store.results(again.run_id)}
+    assert len(draws) == 2  # the stale job's rows were replaced, not kept beside the new ones
+    assert probes == {"recording", "clean"}  # a probe left out of a later scan stays in the run
 
 
 def test_failing_job_is_recorded_and_scan_continues_then_resume_retries_it(tmp_path):

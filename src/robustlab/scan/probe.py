@@ -264,7 +264,7 @@ class Probe(Protocol):
     title: str
 
     def params(self) -> dict[str, Any]:
-        """JSON-serialisable settings; part of the scan's identity, so changing one starts a new run."""
+        """JSON-serialisable settings; they identify the probe's jobs, so changing one reruns them."""
         ...
 
     def jobs(self) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The scan runner: run every job of every probe, store each in one transaction, write the report.
 
-Resume: a scan started again with the same model, data, probe settings and seed, into the same
-folder, reuses its run and skips every job already stored, however the earlier process ended.
+Resume: a scan started again with the same model, data and seed, into the same folder, reuses its
+run and skips every job already stored, however the earlier process ended. More probes extend the
+run; a probe whose settings changed has its jobs computed again.
 
 Failures: a probe job that raises is stored as failed with a one-line error and the scan goes on
 with the other jobs; failed jobs run again on the next resume. The exception is
@@ -210,14 +211,14 @@ def fingerprint_data(data: Dataset) -> str:
     return h.hexdigest()
 
 
-def _key_config(model: Any, data: Dataset, probes: Sequence[Probe], seed: int,
-                model_info: Mapping[str, Any]) -> dict[str, Any]:
+def _key_config(model: Any, data: Dataset, seed: int, model_info: Mapping[str, Any]) -> dict[str, Any]:
     # Descriptions (paths, "trained" vs "cached") are not identity: the weights and data are.
+    # Probes are not part of it either: scanning again with more (or other) probes extends the
+    # same run, and a probe whose settings changed has its jobs recomputed (ResultsStore.add_probe).
     model_id = fingerprint_model(model)
     return {
         "model": model_id if model_id is not None else dict(model_info),
         "data": fingerprint_data(data),
-        "probes": {p.name: _probe_params(p) for p in probes},
         "seed": seed,
     }
 
@@ -306,8 +307,8 @@ def run_scan(
         Every job gets a ``torch.Generator`` seeded from (seed, probe name, job key).
     model_info, data_info : dict, optional
         JSON-serialisable descriptions for the report. Defaults: class name and parameter count;
-        ``data.info()``. They do not identify the run: the weights, the data, the probe settings and
-        the seed do (for a non-module callable, ``model_info`` does).
+        ``data.info()``. They do not identify the run: the weights, the data and the seed do (for a
+        non-module callable, ``model_info`` does); probe settings identify each probe's jobs.
     backend : {"local", "ray"}, default "local"
         ``"ray"`` is reserved for the Ray backend (needs ``pip install 'robustlab[ray]'``).
     progress : bool, optional
@@ -334,7 +335,7 @@ def run_scan(
     tasks = [t for p in probes for t in _probe_tasks(p, seed)]
     _preflight(model, data)
     out = check_writable_dir("out_dir", out_dir)  # only now: bad input leaves no folder behind
-    key_config = _key_config(model, data, probes, seed, model_info)
+    key_config = _key_config(model, data, seed, model_info)
     with ResultsStore(out / STORE_FILENAME) as store:
         run_id = store.start_run(key_config, model_info=model_info, data_info=data_info)
         for position, p in enumerate(probes):

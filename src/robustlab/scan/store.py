@@ -11,9 +11,10 @@ takes seconds to minutes, so the extra fsync costs nothing measurable.
 
 Identity
 --------
-A run is identified by its *key config* (model and data fingerprints, probe settings, seed) in
-canonical JSON; scanning the same config into the same folder reuses the run, so finished jobs are
-skipped. Job keys are canonical JSON too, so equal settings always match.
+A run is identified by its *key config* (model and data fingerprints and seed) in canonical JSON;
+scanning the same config into the same folder reuses the run, so finished jobs are skipped. Job
+keys are canonical JSON too, so equal settings always match, and a probe's settings are stored with
+it: when they change, that probe's jobs are dropped and run again (:meth:`ResultsStore.add_probe`).
 """
 
 from __future__ import annotations
@@ -367,8 +368,8 @@ class ResultsStore:
         Parameters
         ----------
         key_config : dict
-            JSON-serialisable identity of the scan: whatever changes results (model and data
-            fingerprints, probe settings, seed). The same config reuses the same run.
+            JSON-serialisable identity of the scan (model and data fingerprints, seed). The
+            same config reuses the same run.
         model_info, data_info : dict, optional
             Descriptions shown in the report; kept from the run's creation when it is reused.
 
@@ -403,9 +404,20 @@ class ResultsStore:
 
     def add_probe(self, run_id: str, probe: str, *, title: str, params: Mapping[str, Any],
                   position: int) -> None:
-        """Record that ``probe`` (with ``params``) belongs to the run, at ``position`` in the scan."""
+        """Record that ``probe`` (with ``params``) belongs to the run, at ``position`` in the scan.
+
+        A probe's settings are part of its jobs' identity: when ``params`` differ from those
+        stored for this probe, its stored jobs, results, figures and tables are dropped (in the
+        same transaction) so they are computed again with the new settings, never reused stale.
+        """
         params_json = canonical_json(dict(params), name="params")
         with self._transaction() as con:
+            row = con.execute("SELECT params_json FROM probes WHERE run_id = ? AND probe = ?",
+                              (run_id, probe)).fetchone()
+            if row is not None and row[0] != params_json:
+                logger.info("probe %s: settings changed; its stored jobs will run again", probe)
+                for table in ("jobs", *_JOB_TABLES):
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ? AND probe = ?", (run_id, probe))
             con.execute(
                 "INSERT INTO probes VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, probe) DO UPDATE SET "
                 "title = excluded.title, params_json = excluded.params_json, position = excluded.position",
