@@ -101,3 +101,40 @@ CSV_LABEL_COLUMN = "label"
 
 #: File extensions (lower case) read as images in ImageFolder trees.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# --- label_noise: sample-selection and multi-network methods (robustlab.label_noise.selection,
+# --- robustlab.label_noise.dividemix) ----------------------------------------------------------
+
+#: ELR (Liu et al., 2020): CIFAR-10 settings of the authors' code (config_cifar10.json).
+ELR_LAMBDA = 3.0
+ELR_BETA = 0.7
+#: ELR clamps the softmax to [ELR_CLAMP, 1 - ELR_CLAMP] before the target update and the regulariser.
+ELR_CLAMP = 1e-4
+
+#: Co-teaching (Han et al., 2018): forget rate tau (set to the noise-rate estimate) and T_k.
+COTEACHING_FORGET_RATE = 0.2
+COTEACHING_NUM_GRADUAL = 10
+
+#: Adaptive-k (Dedeoglu et al., 2023): Adam-style moments of the mini-batch mean loss; the
+#: reference notebook trains the first 30 of 80 epochs with plain SGD (fraction 3/8).
+ADAPTIVE_K_BETA1 = 0.9
+ADAPTIVE_K_BETA2 = 0.999
+ADAPTIVE_K_EPS = 1e-8
+ADAPTIVE_K_WARMUP_FRACTION = 30 / 80
+
+#: DivideMix (Li et al., 2020): CIFAR-10 settings of the paper (Sec. 4.1) and the authors' code.
+DIVIDEMIX_WARMUP_EPOCHS = 10
+DIVIDEMIX_P_THRESHOLD = 0.5
+DIVIDEMIX_TEMPERATURE = 0.5
+DIVIDEMIX_ALPHA = 4.0
+DIVIDEMIX_LAMBDA_U = 25.0
+DIVIDEMIX_RAMPUP_EPOCHS = 16
+DIVIDEMIX_NUM_AUGMENTATIONS = 2
+DIVIDEMIX_GMM_MAX_ITER = 10
+DIVIDEMIX_GMM_TOL = 1e-2
+DIVIDEMIX_GMM_REG_COVAR = 5e-4
+#: Augmentation where torchvision's random crop + flip do not apply: images are shifted by up
+#: to DIVIDEMIX_SHIFT_FRACTION of their side (4/32 px on CIFAR = 1/8; 1 px on 8x8 digits) with
+#: zero padding; tabular inputs get Gaussian noise of this std (features scaled to [0, 1]).
+DIVIDEMIX_SHIFT_FRACTION = 0.125
+DIVIDEMIX_TABULAR_NOISE_STD = 0.05
