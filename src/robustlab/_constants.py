@@ -138,3 +138,36 @@ DIVIDEMIX_GMM_REG_COVAR = 5e-4
 #: zero padding; tabular inputs get Gaussian noise of this std (features scaled to [0, 1]).
 DIVIDEMIX_SHIFT_FRACTION = 0.125
 DIVIDEMIX_TABULAR_NOISE_STD = 0.05
+
+# --- label noise simulation (robustlab.label_noise.simulate / annotators / cifarn / imbalance) ----
+
+#: Standard deviation of the truncated normal that draws per-instance flip rates in the
+#: instance-dependent noise of Xia et al. (2020) (``norm_std`` in their released code).
+IDN_FLIP_STD = 0.1
+
+#: CIFAR-10 asymmetric noise of Patrini et al. (2017), Sec. 5: truck -> automobile,
+#: bird -> airplane, deer -> horse, cat <-> dog (class indices of the CIFAR-10 release).
+CIFAR10_ASYMMETRIC_MAP = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+#: Dawid-Skene EM defaults: iteration cap, convergence tolerance on the mean log-likelihood,
+#: and the Dirichlet pseudo-count added to every confusion/prior cell (keeps logs finite).
+DAWID_SKENE_MAX_ITER = 100
+DAWID_SKENE_TOL = 1e-7
+DAWID_SKENE_SMOOTHING = 0.01
+
+#: Marker for a missing annotation in an (N, R) annotation matrix.
+MISSING_ANNOTATION = -1
+
+#: Released CIFAR-N label files (Wei et al., ICLR 2022, github.com/UCSC-REAL/cifar-10-100n)
+#: and the keys each must / may hold.
+CIFAR10N_FILENAME = "CIFAR-10_human.pt"
+CIFAR100N_FILENAME = "CIFAR-100_human.pt"
+CIFAR10N_KEYS = ("clean_label", "aggre_label", "worse_label", "random_label1", "random_label2",
+                 "random_label3")
+CIFAR100N_KEYS = ("clean_label", "noisy_label")
+CIFAR100N_OPTIONAL_KEYS = ("clean_coarse_label", "noisy_coarse_label")
+CIFAR100_COARSE_CLASSES = 20
+
+#: File written into a training run folder by ``robustlab train --label-noise``: noisy labels,
+#: clean labels and the noise mask of the training split, so label audits can be scored later.
+NOISE_FILENAME = "noise.npz"

@@ -159,6 +159,10 @@ def train(
     record_examples: Annotated[bool, typer.Option(help="Keep per-example loss/margin records.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order (the test split is fixed).")] = DEFAULT_SEED,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    label_noise: Annotated[Optional[str], typer.Option(
+        "--label-noise", help="Inject label noise into the training split, KIND:RATE with KIND one of "
+        "symmetric, symmetric-inclusive, pair, cifar10-asym, instance (or transition:PATH.npy); "
+        "seeded by --seed, saved to noise.npz in --out.")] = None,
 ) -> None:
     """Train a model on a dataset with a named objective; checkpoints every epoch (--resume continues)."""
     from robustlab import zoo
@@ -167,11 +171,13 @@ def train(
     from robustlab.training import Trainer, TrainConfig, build_objective
 
     out_dir = check_writable_dir("out", out)
+    noise_spec = _parse_label_noise(label_noise)
     objective = build_objective(method)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          weight_decay=weight_decay, schedule=schedule, grad_clip_norm=grad_clip,
                          record_examples=record_examples, seed=seed)
     train_ds, test_ds = zoo.load_splits(data)
+    train_ds = _apply_label_noise(noise_spec, train_ds, seed=seed, out_dir=out_dir, resume=resume)
     norm = zoo._normalisation(train_ds)
     net = build_model(model, train_ds.input_shape, train_ds.num_classes, seed=seed, **norm)
     mconf = ModelConfig.for_model(model, train_ds.input_shape, train_ds.num_classes, params=norm,
@@ -183,6 +189,57 @@ def train(
     _console().print(f"trained {model} on {data} with {method}: val accuracy "
                      f"{last.get('val_acc', float('nan')):.4f} after {len(result.history)} epochs; "
                      f"model saved to {out_dir / 'model'}")
+
+
+# --------------------------------------------------------------------------- train --label-noise
+def _parse_label_noise(text: str | None) -> Any:
+    """Parse ``--label-noise`` before any work, so a bad spec fails fast."""
+    if text is None:
+        return None
+    from robustlab.label_noise import parse_noise_spec
+
+    return parse_noise_spec(text, name="label_noise")
+
+
+def _apply_label_noise(spec: Any, train_ds: Any, *, seed: int, out_dir: Path, resume: bool) -> Any:
+    """Noise the training split only (seeded from --seed) and save noise.npz in the run folder.
+
+    On --resume the noise is regenerated (same seed, same labels) and checked against the saved
+    file, so a resumed run cannot silently train on different labels.
+    """
+    import numpy as np
+    import torch
+
+    from robustlab._constants import NOISE_FILENAME
+    from robustlab._io import atomic_path
+    from robustlab.errors import InvalidParameterError
+    from robustlab.label_noise import apply_noise_spec
+
+    path = out_dir / NOISE_FILENAME
+    if spec is None:
+        if resume and path.exists():
+            raise InvalidParameterError(f"The 'label_noise' parameter must be given as in the original "
+                                        f"run: '{path}' holds its noisy labels.")
+        return train_ds
+    noisy_ds, noisy = apply_noise_spec(spec, train_ds, generator=torch.Generator().manual_seed(seed))
+    arrays = {
+        "noisy_labels": noisy.labels.cpu().numpy(), "clean_labels": train_ds.labels.numpy(),
+        "noise_mask": noisy.noise_mask.cpu().numpy(), "kind": np.array(noisy.kind),
+        "spec": np.array(str(spec)), "seed": np.array(seed), "realised_rate": np.array(noisy.realised_rate),
+    }
+    if noisy.transition is not None:
+        arrays["transition"] = noisy.transition.cpu().numpy()
+    if resume and path.exists():
+        with np.load(path, allow_pickle=False) as saved:
+            if "noisy_labels" not in saved.files or not np.array_equal(saved["noisy_labels"],
+                                                                       arrays["noisy_labels"]):
+                raise InvalidParameterError(f"The 'label_noise' parameter must reproduce the noisy labels "
+                                            f"saved in '{path}' when resuming (same spec and --seed).")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    _console().print(f"label noise {spec} on the training split: {noisy.num_flipped} of {len(train_ds)} "
+                     f"labels changed (realised rate {noisy.realised_rate:.4f}); saved to {path}")
+    return noisy_ds
 
 
 # --------------------------------------------------------------------------- report

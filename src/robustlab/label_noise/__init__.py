@@ -1,3 +1,48 @@
 """Label noise: simulate it, audit labels (find label issues, estimate noise), learn through it."""
 
 __all__: list[str] = []
+
+# --- simulate label noise (simulate.py, annotators.py, cifarn.py, imbalance.py)
+from robustlab.label_noise.annotators import (  # noqa: E402
+    DawidSkeneResult,
+    annotator_transitions,
+    dawid_skene,
+    majority_vote,
+    simulate_annotators,
+)
+from robustlab.label_noise.cifarn import CifarNLabels, load_cifar_n  # noqa: E402
+from robustlab.label_noise.imbalance import long_tail_counts, long_tail_indices  # noqa: E402
+from robustlab.label_noise.simulate import (  # noqa: E402
+    NOISE_SPEC_KINDS,
+    Diluted,
+    NoiseSpec,
+    NoisyLabels,
+    apply_noise_spec,
+    check_transition_matrix,
+    cifar10_asymmetric_noise,
+    class_map_noise,
+    class_map_transition,
+    confusion_from_model,
+    confusion_from_predictions,
+    confusion_noise,
+    dilute,
+    instance_dependent_noise,
+    pair_flip_noise,
+    pair_flip_transition,
+    parse_noise_spec,
+    random_inputs,
+    random_labels,
+    symmetric_noise,
+    symmetric_transition,
+    transition_noise,
+)
+
+__all__ += [
+    "NoisyLabels", "symmetric_noise", "symmetric_transition", "pair_flip_noise",
+    "pair_flip_transition", "class_map_noise", "class_map_transition", "cifar10_asymmetric_noise",
+    "transition_noise", "check_transition_matrix", "instance_dependent_noise", "confusion_noise",
+    "confusion_from_predictions", "confusion_from_model", "Diluted", "dilute", "random_labels",
+    "random_inputs", "NoiseSpec", "NOISE_SPEC_KINDS", "parse_noise_spec", "apply_noise_spec",
+    "simulate_annotators", "annotator_transitions", "majority_vote", "dawid_skene",
+    "DawidSkeneResult", "CifarNLabels", "load_cifar_n", "long_tail_counts", "long_tail_indices",
+]
