@@ -188,7 +188,7 @@ def test_coteaching_networks_start_and_stay_different():
     data = _data()
     model, ct = _model(), CoTeaching(forget_rate=0.3)
     Trainer(model, ct, TrainConfig(epochs=3, batch_size=32, lr=0.05)).fit(data)
-    diff = sum(float((p - q).abs().sum()) for p, q in zip(model.parameters(), ct.peer.parameters()))
+    diff = sum(float((p - q).abs().sum().detach()) for p, q in zip(model.parameters(), ct.peer.parameters()))
     assert diff > 1.0
     # the peer really is trained: it changed from its initialisation
     fresh = peer_network(_model(), generator=torch.Generator().manual_seed(0))
