@@ -291,3 +291,17 @@ def test_bad_parameters_are_one_line_errors(name, params, flag):
 def test_warmup_not_shorter_than_the_run_is_refused(name):
     with pytest.raises(InvalidParameterError, match="'warmup_epochs'.*\\[0, 2\\]"):
         Trainer(_model(), build_objective(name, warmup_epochs=3), TrainConfig(epochs=3)).fit(_data())
+
+
+def test_elr_target_update_renormalises_the_clamped_prediction():
+    data = Dataset(torch.zeros(1, 2), torch.tensor([0]), class_names=("a", "b", "c"))
+    model = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))  # softmax ~ (1, 0, 0), clamped to (1 - 1e-4, 1e-4, 1e-4)
+    elr = ELR(beta=0.0)
+    elr.setup(model=model, train=data, config=TrainConfig(epochs=1), device=CPU, generator=torch.Generator())
+    elr.compute(model, Batch(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([0])), epoch=0, step=0)
+    clamped = torch.tensor([1 - 1e-4, 1e-4, 1e-4])
+    assert torch.allclose(elr.targets[0], clamped / clamped.sum(), atol=1e-7)
+    assert float(elr.targets[0].sum()) == pytest.approx(1.0, abs=1e-6)
