@@ -171,7 +171,11 @@ def _resolve(path: Path, variant: str | None) -> Path:
 def _torch_safe_globals() -> list[tuple[Any, str]]:
     from robustlab.data._safe_pickle import _allowed_globals
 
-    return [(obj, f"{module}.{name}") for (module, name), obj in _allowed_globals().items()]
+    allowed: list[Any] = [(obj, f"{module}.{name}") for (module, name), obj in _allowed_globals().items()]
+    # numpy.dtype(...) returns instances of per-type classes (numpy.dtypes.Int64DType, ...) whose
+    # state torch's unpickler sets; they hold no code, only the byte order and flags.
+    allowed += sorted({type(np.dtype(c)) for c in np.typecodes["All"] if c not in "OV"}, key=str)
+    return allowed
 
 
 def _read(file: Path) -> Any:
