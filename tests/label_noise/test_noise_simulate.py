@@ -389,3 +389,21 @@ def test_bad_input_one_line_error(case):
 def test_pair_rate_above_half_warns():
     with pytest.warns(UserWarning, match="not identifiable"):
         pair_flip_noise(y4, 4, 0.6, generator=gen())
+
+
+# ----------------------------------------------------------------------------- differential: cleanlab
+def test_same_transition_as_cleanlab_generator(labels):
+    """cleanlab's benchmarking generator takes the *column*-stochastic noise matrix
+    P(label = i | true = j) and realises it exactly; ours samples the row-stochastic T = noise_matrix^T.
+    Both must give the same empirical transition (ours within binomial tolerance)."""
+    noise_generation = pytest.importorskip("cleanlab.benchmarking.noise_generation")
+    nm = noise_generation.generate_noise_matrix_from_trace(K, 0.6 * K, py=np.full(K, 1 / K),
+                                                           valid_noise_matrix=True, seed=3)
+    theirs = torch.from_numpy(noise_generation.generate_noisy_labels(labels.numpy(), nm))
+    ours = transition_noise(labels, torch.from_numpy(nm.T.copy()), generator=gen(3))
+    t = torch.from_numpy(nm.T.copy())
+    # cleanlab rounds counts with the global prior, so its realisation is exact only to ~1e-2
+    assert torch.allclose(empirical_transition(labels, theirs, K), t, atol=1e-2)
+    assert_matches_t(labels, ours.labels, t)
+    their_rate = float((theirs != labels).double().mean())
+    assert within_binomial(ours.realised_rate, their_rate, N)

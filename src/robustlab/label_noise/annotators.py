@@ -30,7 +30,7 @@ from robustlab._constants import (
     MISSING_ANNOTATION,
 )
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
-from robustlab.label_noise.simulate import _symmetric_t, check_transition_matrix
+from robustlab.label_noise.simulate import _sample_rows, _symmetric_t, check_transition_matrix
 
 __all__ = [
     "annotator_transitions",
@@ -114,15 +114,8 @@ def simulate_annotators(labels: Any, transitions: Any, *, generator: torch.Gener
     n, r = y.shape[0], t_all.shape[0]
     y_cpu = y.cpu()
     out = torch.empty(n, r, dtype=torch.int64)
-    t_g = t_all.to(g.device)
     for a in range(r):
-        col = torch.empty(n, dtype=torch.int64)
-        for c in range(k):
-            idx = (y_cpu == c).nonzero().flatten()
-            if idx.numel():
-                col[idx] = torch.multinomial(t_g[a, c], idx.numel(), replacement=True,
-                                             generator=g).cpu()
-        out[:, a] = col
+        out[:, a] = _sample_rows(t_all[a], y_cpu, g)
     if missing_rate > 0:
         drop = torch.rand(n, r, generator=g, device=g.device).cpu() < missing_rate
         out[drop] = MISSING_ANNOTATION

@@ -442,8 +442,8 @@ def transition_noise(labels: Any, transition: Any, *, generator: torch.Generator
 
     Notes
     -----
-    For each class ``i`` the noisy labels of its ``n_i`` examples are ``n_i`` independent draws
-    from the categorical distribution ``T[i, :]`` (:func:`torch.multinomial` with replacement).
+    Each noisy label is an independent draw from the categorical distribution ``T[y_n, :]``, by
+    inverse CDF: ``noisy_n = min{j : u_n < sum_{l <= j} T[y_n, l]}`` with ``u_n ~ U[0, 1)``.
     """
     t = check_transition_matrix("transition", transition)
     y = check_labels("labels", labels, num_classes=t.shape[0])
@@ -451,20 +451,40 @@ def transition_noise(labels: Any, transition: Any, *, generator: torch.Generator
     return _transition_impl(y, t, g, "transition", {})
 
 
+def _sample_rows(t: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Draw ``noisy_n ~ Categorical(T[y_n, :])`` for every ``n`` by inverse CDF.
+
+    One uniform per example (drawn in example order, so the result does not depend on how the
+    work is grouped); examples are grouped by class with one stable sort, and each group is
+    looked up in its class's CDF. The CDF is pinned above 1 from a row's last non-zero entry on,
+    so rounding can never select a class of probability 0. ``O(N log N + K^2)`` time, ``O(N + K^2)``
+    memory (a dense ``(N, K)`` CDF would not fit for ImageNet-size data).
+    """
+    k = t.shape[0]
+    t = t.detach().to("cpu", torch.float64)
+    cdf = t.cumsum(dim=1)
+    last = k - 1 - (t.flip(1) > 0).to(torch.int64).argmax(dim=1)  # last non-zero column per row
+    cdf = torch.where(torch.arange(k).unsqueeze(0) >= last.unsqueeze(1), torch.full_like(cdf, 2.0), cdf)
+    y_cpu = y.cpu()
+    u = torch.rand(y_cpu.numel(), generator=g, device=g.device, dtype=torch.float64).cpu()
+    order = torch.argsort(y_cpu, stable=True)
+    counts = torch.bincount(y_cpu, minlength=k).tolist()
+    noisy = torch.empty_like(y_cpu)
+    start = 0
+    for c, n_c in enumerate(counts):
+        if n_c:
+            seg = order[start:start + n_c]
+            noisy[seg] = torch.searchsorted(cdf[c], u[seg], right=True)
+            start += n_c
+    return noisy.to(y.device)
+
+
 def _transition_impl(y: torch.Tensor, t: torch.Tensor, g: torch.Generator, kind: str,
                      params: dict[str, Any]) -> NoisyLabels:
-    k = t.shape[0]
     t_cpu = t.detach().to("cpu", torch.float64)
-    noisy = y.clone()
-    t_g = t_cpu.to(g.device)
-    for c in range(k):
-        idx = (y == c).nonzero().flatten()
-        if idx.numel() == 0:
-            continue
-        draws = torch.multinomial(t_g[c], idx.numel(), replacement=True, generator=g)
-        noisy[idx] = draws.to(y.device)
+    noisy = _sample_rows(t_cpu, y, g)
     flip_prob = _flip_prob_from_t(y, t_cpu)
-    params = {"num_classes": k, **params,
+    params = {"num_classes": t_cpu.shape[0], **params,
               "expected_rate": float(flip_prob.mean()) if flip_prob.numel() else 0.0}
     return _result(y, noisy, t_cpu, kind, params, flip_prob)
 
