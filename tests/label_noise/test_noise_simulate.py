@@ -407,3 +407,27 @@ def test_same_transition_as_cleanlab_generator(labels):
     assert_matches_t(labels, ours.labels, t)
     their_rate = float((theirs != labels).double().mean())
     assert within_binomial(ours.realised_rate, their_rate, N)
+
+
+def test_zero_probability_classes_are_never_drawn():
+    t = torch.tensor([[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0, 0.3, 0.7, 0], [0.2, 0, 0.8, 0.0]],
+                     dtype=torch.float64)
+    y = torch.arange(4).repeat(25_000)
+    out = transition_noise(y, t, generator=gen(1))
+    counts = torch.bincount(y * 4 + out.labels, minlength=16).reshape(4, 4)
+    assert bool((counts[t == 0] == 0).all()), counts
+    assert_matches_t(y, out.labels, t)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_follows_labels_and_cpu_generator_gives_same_labels(labels):
+    dev = torch.device("cuda")
+    for fn, _ in GENERATORS.values():
+        a = fn(labels, gen(5), 0.3)
+        b = fn(labels.to(dev), gen(5), 0.3)
+        assert b.labels.device.type == "cuda" and torch.equal(a.labels, b.labels.cpu())
+    x = torch.rand(200, 6)
+    y = labels[:200]
+    a = instance_dependent_noise(x, y, K, 0.4, generator=gen())
+    b = instance_dependent_noise(x.to(dev), y.to(dev), K, 0.4, generator=gen())
+    assert b.labels.device.type == "cuda"
