@@ -30,7 +30,8 @@ FFT_MIN_TAPS = 11
 # --- randomness (every draw from the caller's generator, on the generator's device) -----------
 
 def _draw_dtype(like: torch.Tensor) -> torch.dtype:
-    return torch.float64 if like.dtype == torch.float64 else torch.float32
+    # float32 draws for every image dtype: float32 and float64 images get the same noise
+    return torch.float32
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
