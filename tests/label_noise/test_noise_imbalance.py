@@ -58,3 +58,13 @@ def test_bad_input():
         with pytest.raises(InvalidParameterError, match=text) as info:
             call()
         assert isinstance(info.value, RobustlabError)
+
+
+def test_docstring_examples_of_the_simulation_modules():
+    import doctest
+
+    from robustlab.label_noise import annotators, imbalance, simulate
+
+    for module in (simulate, annotators, imbalance):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -170,6 +170,15 @@ def majority_vote(annotations: Any, num_classes: int, *, tie_break: str = "rando
     Returns
     -------
     Tensor of int64, shape (N,).
+
+    Examples
+    --------
+    >>> import torch
+    >>> votes = torch.tensor([[0, 0, 1], [2, 1, -1]])
+    >>> majority_vote(votes, 3, tie_break="lowest").tolist()
+    [0, 1]
+    >>> majority_vote(votes, 3, tie_break="abstain").tolist()
+    [0, -1]
     """
     k = check_int("num_classes", num_classes, low=2)
     a = check_annotations("annotations", annotations, k)
@@ -260,6 +269,22 @@ def dawid_skene(annotations: Any, num_classes: int, *, max_iter: int = DAWID_SKE
     ----------
     .. [1] Dawid & Skene, "Maximum likelihood estimation of observer error-rates using the EM
        algorithm", Journal of the Royal Statistical Society C 28(1), 1979, Sec. 2-3.
+
+    Examples
+    --------
+    Two reliable annotators and one who always answers ``(true + 1) mod 3``: majority vote
+    cannot tell who to trust, Dawid-Skene learns the third annotator's confusion and uses it.
+
+    >>> import torch
+    >>> truth = torch.arange(3).repeat(50)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> good = torch.where(torch.rand(150, generator=g) < 0.7, truth, (truth + 2) % 3)
+    >>> votes = torch.stack([truth, good, (truth + 1) % 3], dim=1)
+    >>> result = dawid_skene(votes, 3)
+    >>> bool((result.labels == truth).all())
+    True
+    >>> [round(float(p), 2) for p in result.confusions[2, 0]]
+    [0.0, 1.0, 0.0]
     """
     k = check_int("num_classes", num_classes, low=2)
     a = check_annotations("annotations", annotations, k).cpu()

@@ -30,6 +30,11 @@ def long_tail_counts(num_classes: int, imbalance_ratio: float, n_max: int, *,
     ``"exp"``: ``n_k = floor(n_max * ratio^(-k / (K - 1)))`` (Cao et al. 2019, Cui et al. 2019).
     ``"step"``: the first ``floor(K/2)`` classes keep ``n_max``, the rest ``floor(n_max / ratio)``
     (Buda et al. 2018, as used by Cao et al. 2019). Every class keeps at least one example.
+
+    Examples
+    --------
+    >>> long_tail_counts(10, 100, 5000).tolist()  # CIFAR-10-LT, imbalance ratio 100
+    [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     """
     k = check_int("num_classes", num_classes, low=2)
     ratio = check_number("imbalance_ratio", imbalance_ratio, low=1.0)
