@@ -431,3 +431,14 @@ def test_device_follows_labels_and_cpu_generator_gives_same_labels(labels):
     a = instance_dependent_noise(x, y, K, 0.4, generator=gen())
     b = instance_dependent_noise(x.to(dev), y.to(dev), K, 0.4, generator=gen())
     assert b.labels.device.type == "cuda"
+
+
+def test_exact_count_variant(labels):
+    a = symmetric_noise(labels, K, 0.37, generator=gen(1), exact=True)
+    assert a.num_flipped == round(0.37 * N)
+    b = pair_flip_noise(labels, K, 0.2, generator=gen(1), exact=True)
+    assert b.num_flipped == round(0.2 * N)
+    assert torch.equal(b.labels[b.noise_mask], (labels[b.noise_mask] + 1) % K)
+    inc = symmetric_noise(labels, K, 0.5, generator=gen(2), exact=True, include_true=True)
+    assert within_binomial(inc.realised_rate, 0.5 * (K - 1) / K, round(0.5 * N))
+    assert_matches_t(labels, a.labels, a.transition, sigmas=5)

@@ -150,6 +150,17 @@ def _randint(low: int, high: int, n: int, g: torch.Generator, device: torch.devi
     return torch.randint(low, high, (n,), generator=g, device=g.device).to(device)
 
 
+def _hits(n: int, rate: float, g: torch.Generator, device: torch.device, exact: bool) -> torch.Tensor:
+    """Which examples the noise touches: independently with probability ``rate``, or (``exact``)
+    a uniformly random subset of exactly ``round(rate * n)`` examples."""
+    if not exact:
+        return _rand(n, g, device) < rate
+    chosen = torch.randperm(n, generator=g, device=g.device)[:round(rate * n)].to(device)
+    hit = torch.zeros(n, dtype=torch.bool, device=device)
+    hit[chosen] = True
+    return hit
+
+
 def _result(y: torch.Tensor, noisy: torch.Tensor, transition: torch.Tensor | None, kind: str,
             params: dict[str, Any], flip_prob: torch.Tensor | None) -> NoisyLabels:
     mask = noisy != y
@@ -246,7 +257,7 @@ def _map_t(k: int, mapping: dict[int, int], rate: float) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- class-conditional
 def symmetric_noise(labels: Any, num_classes: int, rate: float, *, generator: torch.Generator,
-                    include_true: bool = False) -> NoisyLabels:
+                    include_true: bool = False, exact: bool = False) -> NoisyLabels:
     """Symmetric (uniform) label noise, in its two conventions.
 
     Parameters
@@ -265,6 +276,10 @@ def symmetric_noise(labels: Any, num_classes: int, rate: float, *, generator: to
         Required source of randomness.
     include_true : bool, default False
         Choose the inclusive convention.
+    exact : bool, default False
+        Touch a uniformly random subset of exactly ``round(rate * N)`` examples instead of each
+        example independently with probability ``rate`` (the DivideMix / Co-teaching code
+        convention). The expected transition is the same; the count no longer varies.
 
     Returns
     -------
@@ -301,27 +316,28 @@ def symmetric_noise(labels: Any, num_classes: int, rate: float, *, generator: to
     y, k = _check_labels_k(labels, num_classes)
     rate = check_probability("rate", rate)
     include_true = check_bool("include_true", include_true)
+    exact = check_bool("exact", exact)
     g = check_generator("generator", generator)
-    return _symmetric_impl(y, k, rate, g, include_true)
+    return _symmetric_impl(y, k, rate, g, include_true, exact=exact)
 
 
 def _symmetric_impl(y: torch.Tensor, k: int, rate: float, g: torch.Generator,
-                    include_true: bool, kind: str | None = None) -> NoisyLabels:
+                    include_true: bool, kind: str | None = None, exact: bool = False) -> NoisyLabels:
     n = y.numel()
-    hit = _rand(n, g, y.device) < rate
+    hit = _hits(n, rate, g, y.device, exact)
     if include_true:
         noisy = torch.where(hit, _randint(0, k, n, g, y.device), y)
     else:  # an offset in 1..K-1 is uniform over the other classes
         noisy = torch.where(hit, (y + _randint(1, k, n, g, y.device)) % k, y)
     t = _symmetric_t(k, rate, include_true)
     kind = kind or ("symmetric-inclusive" if include_true else "symmetric")
-    params = {"rate": rate, "num_classes": k, "include_true": include_true,
+    params = {"rate": rate, "num_classes": k, "include_true": include_true, "exact": exact,
               "expected_rate": rate * (k - 1) / k if include_true else rate}
     return _result(y, noisy, t, kind, params, _flip_prob_from_t(y, t))
 
 
 def pair_flip_noise(labels: Any, num_classes: int, rate: float, *,
-                    generator: torch.Generator) -> NoisyLabels:
+                    generator: torch.Generator, exact: bool = False) -> NoisyLabels:
     """Pair-flip noise: each label of class ``i`` becomes ``(i + 1) mod K`` with probability ``rate``.
 
     Parameters
@@ -334,6 +350,9 @@ def pair_flip_noise(labels: Any, num_classes: int, rate: float, *,
         the noise is no longer identifiable (a warning is issued); ``rate = 1`` would be a
         relabelling, not noise, and is refused.
     generator : torch.Generator
+    exact : bool, default False
+        Flip exactly ``round(rate * N)`` examples (a uniformly random subset), as in the
+        co-teaching code, instead of each independently with probability ``rate``.
 
     Notes
     -----
@@ -350,14 +369,15 @@ def pair_flip_noise(labels: Any, num_classes: int, rate: float, *,
     if rate >= 0.5:
         warnings.warn(f"pair-flip rate {rate} >= 0.5: the flipped class outnumbers the true one and "
                       "the noise is not identifiable.", stacklevel=2)
-    return _pair_impl(y, k, rate, g)
+    return _pair_impl(y, k, rate, g, check_bool("exact", exact))
 
 
-def _pair_impl(y: torch.Tensor, k: int, rate: float, g: torch.Generator) -> NoisyLabels:
-    hit = _rand(y.numel(), g, y.device) < rate
+def _pair_impl(y: torch.Tensor, k: int, rate: float, g: torch.Generator, exact: bool) -> NoisyLabels:
+    hit = _hits(y.numel(), rate, g, y.device, exact)
     noisy = torch.where(hit, (y + 1) % k, y)
     t = _pair_t(k, rate)
-    return _result(y, noisy, t, "pair", {"rate": rate, "num_classes": k, "expected_rate": rate},
+    return _result(y, noisy, t, "pair", {"rate": rate, "num_classes": k, "exact": exact,
+                                         "expected_rate": rate},
                    _flip_prob_from_t(y, t))
 
 
