@@ -171,3 +171,50 @@ CIFAR100_COARSE_CLASSES = 20
 #: File written into a training run folder by ``robustlab train --label-noise``: noisy labels,
 #: clean labels and the noise mask of the training split, so label audits can be scored later.
 NOISE_FILENAME = "noise.npz"
+
+# --- corruptions: MNIST-C, frequency, tabular, metrics, CIFAR-C layout (robustlab.corruptions) ---
+
+#: AlexNet top-1 error on ImageNet-C per corruption, averaged over severities 1-5: the
+#: normaliser of the mCE (Hendrycks & Dietterich, ICLR 2019, Sec. 4, Table/Fig. 3 and the
+#: ImageNet-C evaluation code of github.com/hendrycks/robustness, reused verbatim by AugMix's
+#: imagenet.py). Only the 15 benchmark corruptions have published AlexNet errors.
+ALEXNET_IMAGENET_C_ERRORS = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948,
+    "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572, "fog": 0.819324,
+    "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+
+#: AlexNet clean top-1 error on ImageNet used for the relative mCE (Hendrycks & Dietterich 2019,
+#: Table 1 lists 43.5%; 0.4345 is the unrounded value used by evaluation code built on it).
+ALEXNET_IMAGENET_CLEAN_ERROR = 0.4345
+
+#: Severities of the ImageNet-C / CIFAR-10-C benchmarks.
+CORRUPTION_SEVERITIES = (1, 2, 3, 4, 5)
+
+#: Side of the images the MNIST-C parameters are defined for (Mu & Gilmer 2019).
+MNIST_C_SIZE = 28
+
+#: Name of the labels file of the CIFAR-10-C layout.
+CIFAR_C_LABELS_FILENAME = "labels.npy"
+
+#: Images corrupted per batch when writing the CIFAR-10-C layout (bounded memory).
+CIFAR_C_WRITE_BATCH = 256
+
+#: Tabular corruption strengths for severities 1-5 (robustlab's choice; no published table):
+#: Gaussian noise std as a multiple of each feature's std, MCAR missing rate, fraction of
+#: feature columns permuted across rows, categorical flip rate.
+TABULAR_NOISE_SCALES = (0.1, 0.25, 0.5, 0.75, 1.0)
+TABULAR_MISSING_RATES = (0.05, 0.1, 0.2, 0.3, 0.5)
+TABULAR_SHUFFLE_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7)
+TABULAR_FLIP_RATES = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+#: AugMix defaults (Hendrycks et al., ICLR 2020, Sec. 4 and the official CIFAR code):
+#: mixture width, depth range (random in 1-3 when depth is -1), operation severity (of 10),
+#: Dirichlet/Beta concentration and the Jensen-Shannon consistency weight.
+AUGMIX_WIDTH = 3
+AUGMIX_MAX_DEPTH = 3
+AUGMIX_SEVERITY = 3
+AUGMIX_ALPHA = 1.0
+AUGMIX_JSD_WEIGHT = 12.0
