@@ -442,3 +442,25 @@ def test_exact_count_variant(labels):
     inc = symmetric_noise(labels, K, 0.5, generator=gen(2), exact=True, include_true=True)
     assert within_binomial(inc.realised_rate, 0.5 * (K - 1) / K, round(0.5 * N))
     assert_matches_t(labels, a.labels, a.transition, sigmas=5)
+
+
+def test_confusion_from_model_restores_mode_and_counts():
+    from robustlab.label_noise import confusion_from_model
+
+    class Constant(torch.nn.Module):  # always predicts class 2; dropout shows the mode is restored
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3)
+            out[:, 2] = 1.0
+            return self.drop(out) + out
+
+    ds = Dataset(torch.rand(9, 2), torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2]))
+    model = Constant().train()
+    c = confusion_from_model(model, ds)
+    assert model.training
+    assert c.tolist() == [[0, 0, 2], [0, 0, 3], [0, 0, 4]]
+    out = confusion_noise(ds.labels, 3, 1.0, confusion=c, generator=gen())
+    assert out.labels.tolist()[:5] == [2, 2, 2, 2, 2]  # everything flips towards the confused class
