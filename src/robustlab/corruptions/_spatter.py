@@ -91,9 +91,11 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     total = v.shape[1]
     first = (hist > 0).long().argmax(dim=1, keepdim=True)
     first_count = hist.gather(1, first)
-    scale = 255.0 / (total - first_count).clamp_min(1).double()
+    # single precision as OpenCV: float scale = 255.f / (total - hist[first]); round(sum * scale)
+    # (divided in float64 and rounded once to float32, i.e. the correctly rounded float quotient)
+    scale = (255.0 / (total - first_count).clamp_min(1).double()).float()
     cums = torch.cumsum(hist, dim=1) - first_count  # OpenCV starts the sum after the first bin
-    lut = torch.round(cums.double() * scale).clamp(0, 255)
+    lut = torch.round(cums.float() * scale).clamp(0, 255).double()
     bins = torch.arange(256, device=img.device)[None, :]
     lut = torch.where(bins <= first, 0.0, lut)
     lut = torch.where(first_count == total, first.double(), lut)  # a constant map stays as it is
