@@ -218,3 +218,26 @@ AUGMIX_MAX_DEPTH = 3
 AUGMIX_SEVERITY = 3
 AUGMIX_ALPHA = 1.0
 AUGMIX_JSD_WEIGHT = 12.0
+
+# --- label noise: robust losses, loss correction, SAM (robustlab.label_noise.losses / training) --
+
+#: Value that the reverse cross entropy substitutes for log(0) in the one-hot label: A = -4
+#: (Wang et al., 2019, Sec. 3.3; also Ma et al., 2020). The authors' code clamps the one-hot at
+#: 1e-4 instead, i.e. A = ln(1e-4) ~ -9.21; pass ``log_zero=math.log(1e-4)`` to match it.
+RCE_LOG_ZERO = -4.0
+
+#: Percentile of the anchor-point estimator of the transition matrix (Patrini et al., 2017, code:
+#: ``np.percentile(eta[:, i], 97, interpolation="higher")``).
+ANCHOR_QUANTILE = 0.97
+
+#: Tolerance for a transition matrix's rows summing to one.
+TRANSITION_ROW_ATOL = 1e-4
+
+#: ASAM's eta in T_w = |w| + eta (Kwon et al., 2021, Sec. 5; their code's default 0.01).
+ASAM_ETA = 0.01
+
+#: Added to the gradient norm in SAM's ascent step, e = rho * g / (||g|| + SAM_NORM_EPS).
+SAM_NORM_EPS = 1e-12
+
+#: Added to the logit norm before dividing in LogitClip (as in the authors' code).
+LOGITCLIP_NORM_EPS = 1e-7

@@ -2,6 +2,47 @@
 
 __all__: list[str] = []
 
+# --- robust losses, loss correction, transition estimation (losses.py, objectives.py, transition.py)
+from robustlab.label_noise.losses import (  # noqa: E402
+    backward_corrected_loss,
+    bootstrap_hard_loss,
+    bootstrap_soft_loss,
+    clip_logits,
+    forward_corrected_loss,
+    gce_loss,
+    logitclip_loss,
+    mae_loss,
+    nce_loss,
+    rce_loss,
+    sce_loss,
+)
+from robustlab.label_noise.objectives import (  # noqa: E402  (registers the objectives)
+    NCEMAE,
+    NCERCE,
+    BackwardCorrection,
+    BootstrapHard,
+    BootstrapSoft,
+    ForwardCorrection,
+    GeneralizedCrossEntropy,
+    LabelSmoothing,
+    LogitClip,
+    MeanAbsoluteError,
+    Mixup,
+    NormalizedCrossEntropy,
+    ReverseCrossEntropy,
+    SymmetricCrossEntropy,
+)
+from robustlab.label_noise.transition import check_transition, estimate_transition_anchor  # noqa: E402
+
+__all__ += [
+    "bootstrap_soft_loss", "bootstrap_hard_loss", "gce_loss", "sce_loss", "nce_loss", "rce_loss",
+    "mae_loss", "forward_corrected_loss", "backward_corrected_loss", "logitclip_loss", "clip_logits",
+    "LabelSmoothing", "BootstrapSoft", "BootstrapHard", "GeneralizedCrossEntropy",
+    "SymmetricCrossEntropy", "NormalizedCrossEntropy", "ReverseCrossEntropy", "MeanAbsoluteError",
+    "NCERCE", "NCEMAE", "ForwardCorrection", "BackwardCorrection", "LogitClip", "Mixup",
+    "check_transition", "estimate_transition_anchor",
+]
+
 # --- simulate label noise (simulate.py, annotators.py, cifarn.py, imbalance.py)
 from robustlab.label_noise.annotators import (  # noqa: E402
     DawidSkeneResult,

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from robustlab._checks import check_int, fail
+from robustlab._checks import check_bool, check_int, check_number, fail
+from robustlab._constants import ASAM_ETA, SAM_NORM_EPS
 
 if TYPE_CHECKING:
     from robustlab.training.config import TrainConfig
 
-__all__ = ["OPTIMIZER_NAMES", "SCHEDULE_NAMES", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["OPTIMIZER_NAMES", "SCHEDULE_NAMES", "build_optimizer", "build_scheduler", "lr_factor",
+           "sam_perturb", "sam_restore"]
 
 
 def _sgd(params: list[Any], config: TrainConfig) -> torch.optim.Optimizer:
@@ -110,3 +112,81 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, st
         return lr_factor(config, iteration, steps_per_epoch=steps_per_epoch)
 
     return LambdaLR(optimizer, factor)
+
+
+def sam_perturb(params: Sequence[torch.Tensor], *, rho: float, adaptive: bool = False,
+                eta: float = ASAM_ETA) -> list[torch.Tensor | None]:
+    """SAM's ascent step: move every parameter with a gradient to ``w + e(w)``, in place.
+
+    Parameters
+    ----------
+    params : sequence of Tensor
+        The trained tensors, with ``.grad`` holding the gradient of the loss at ``w``; tensors
+        without a gradient are not moved.
+    rho : float > 0
+        Radius of the neighbourhood.
+    adaptive : bool, default False
+        ASAM's scale-invariant neighbourhood.
+    eta : float >= 0, default 0.01
+        ASAM's ``eta`` in ``T_w = |w| + eta``.
+
+    Returns
+    -------
+    list of Tensor or None
+        A copy of the original ``w`` per moved tensor (None where there was no gradient);
+        :func:`sam_restore` copies it back, so the weights return bit-exactly (``(w + e) - e``
+        would not, in floating point).
+
+    Notes
+    -----
+    SAM (Foret et al., 2021, Eq. 2, with ``p = 2``):
+
+    .. math:: \\hat\\epsilon(w) = \\rho\\, \\frac{g}{\\|g\\|_2},\\qquad g = \\nabla_w L(w)
+
+    so ``||e||_2 = rho`` over all tensors together. ASAM (Kwon et al., 2021, Eq. 11) with the
+    element-wise operator ``T_w = |w| + eta``:
+
+    .. math:: \\hat\\epsilon(w) = \\rho\\, \\frac{T_w^2\\, g}{\\|T_w\\, g\\|_2}
+
+    so ``||T_w^{-1} e||_2 = rho``. The gradient at ``w + e`` is then used for the base optimizer's
+    step at ``w`` (Foret et al., Alg. 1). ``SAM_NORM_EPS`` is added to the norm to avoid 0/0.
+    ASAM's code applies ``T_w`` to weight tensors only (names containing "weight") and leaves
+    biases with ``T_w = 1``; here every tensor gets ``|w| + eta`` (tensors have no names here).
+
+    References
+    ----------
+    Foret, Kleiner, Mobahi, Neyshabur. "Sharpness-aware minimization for efficiently improving
+    generalization." ICLR 2021, Sec. 2. Kwon, Kim, Park, Choi. "ASAM: Adaptive sharpness-aware
+    minimization for scale-invariant learning of deep neural networks." ICML 2021, Sec. 4.
+    """
+    rho = check_number("rho", rho, low=0.0, low_inclusive=False)
+    adaptive = check_bool("adaptive", adaptive)
+    eta = check_number("eta", eta, low=0.0)
+    with torch.no_grad():
+        scales = [None if p.grad is None else (p.abs() + eta if adaptive else None) for p in params]
+        norms = [torch.linalg.vector_norm(p.grad if s is None else p.grad * s)
+                 for p, s in zip(params, scales) if p.grad is not None]
+        if not norms:
+            return [None] * len(params)
+        device = norms[0].device
+        total = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+        factor = rho / (total + SAM_NORM_EPS)
+        originals: list[torch.Tensor | None] = []
+        for p, s in zip(params, scales):
+            if p.grad is None:
+                originals.append(None)
+                continue
+            e = p.grad * factor.to(p.device, p.grad.dtype)
+            if s is not None:
+                e = e * s * s
+            originals.append(p.detach().clone())
+            p.add_(e.to(p.dtype))
+    return originals
+
+
+def sam_restore(params: Sequence[torch.Tensor], originals: Sequence[torch.Tensor | None]) -> None:
+    """Undo :func:`sam_perturb`: copy the original values back into every moved tensor."""
+    with torch.no_grad():
+        for p, w in zip(params, originals):
+            if w is not None:
+                p.copy_(w)

@@ -32,7 +32,7 @@ from robustlab.models.inference import predict_logits
 from robustlab.training.checkpoint import load_checkpoint, save_checkpoint
 from robustlab.training.config import TrainConfig
 from robustlab.training.objective import Objective, ObjectiveOutput, build_objective
-from robustlab.training.optim import build_optimizer, build_scheduler
+from robustlab.training.optim import build_optimizer, build_scheduler, sam_perturb, sam_restore
 from robustlab.training.records import EpochRecorder, TrainingRecords
 
 __all__ = ["Trainer", "TrainResult"]
@@ -96,6 +96,16 @@ class Trainer:
     Each epoch: shuffle with a ``torch.Generator`` seeded from ``config.seed``; for each batch
     ``objective.compute`` -> ``loss.backward()`` -> optional ``clip_grad_norm_`` ->
     ``optimizer.step()`` -> ``scheduler.step()``; then validation and the checkpoint.
+
+    **SAM** (``config.sam_rho``): after the first backward pass the weights move to
+    ``w + e(w)`` (:func:`~robustlab.training.optim.sam_perturb`), ``objective.compute`` runs a
+    second time on the same batch, its gradient replaces the first, the weights are restored and
+    the base optimizer steps (Foret et al., 2021, Alg. 1). The objective's generator is rewound
+    for the second pass, so both passes draw the same random numbers; an objective that updates
+    its own state inside ``compute`` sees two calls with the same ``step`` and should update only
+    on the first. The model's buffers (batch-norm running statistics) are restored after the
+    second pass: only the unperturbed pass updates them. History, accuracy and per-example
+    records come from the first pass.
 
     **Determinism.** On CPU the same seed gives bit-identical weights, and a resumed run ends
     bit-identical to an uninterrupted one. Covered: data order, the objective's ``generator``,
@@ -261,6 +271,8 @@ class _Run:
         return stats.summary(epoch)
 
     def _step(self, batch: Batch, epoch: int) -> ObjectiveOutput:
+        sam = self.config.sam_rho is not None
+        generator_state = self.objective_generator.get_state() if sam else None
         self.model.train()  # an objective may have switched to eval mode (e.g. to attack)
         out = self.objective.compute(self.model, batch, epoch=epoch, step=self.step)
         _check_output(out, batch, self.objective.name, self.train_data.num_classes,
@@ -268,6 +280,8 @@ class _Run:
         # Zeroed after compute: gradients an objective took internally (attacks) must not leak in.
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        if sam:
+            self._sam_gradient(batch, epoch, generator_state)
         if self.config.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip_norm)
         self.optimizer.step()
@@ -275,6 +289,31 @@ class _Run:
         self.objective.on_step_end(epoch=epoch, step=self.step)
         self.step += 1
         return out
+
+    def _sam_gradient(self, batch: Batch, epoch: int, generator_state: torch.Tensor) -> None:
+        """Replace the gradients by SAM's: the gradient of the same objective at ``w + e(w)``.
+
+        The second ``compute`` sees the same batch, the same ``epoch``/``step`` and the
+        objective generator rewound to its state before the first pass (so mixup mixes the same
+        pairs, random starts repeat); the model's buffers (batch-norm running statistics) are
+        restored afterwards, so only the first, unperturbed pass updates them. The weights are
+        restored bit-exactly before the base optimizer steps.
+        """
+        originals = sam_perturb(self.parameters, rho=self.config.sam_rho,
+                                adaptive=self.config.sam_adaptive)
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.objective_generator.set_state(generator_state)
+            self.model.train()
+            out = self.objective.compute(self.model, batch, epoch=epoch, step=self.step)
+            _check_output(out, batch, self.objective.name, self.train_data.num_classes, need_logits=False)
+            out.loss.backward()
+        finally:
+            sam_restore(self.parameters, originals)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
