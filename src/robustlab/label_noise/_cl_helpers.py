@@ -16,6 +16,7 @@ import torch
 
 from robustlab._checks import check_labels, check_pred_probs, fail
 from robustlab._constants import (
+    PROB_SUM_ATOL,
     CL_ABSENT_CLASS_THRESHOLD,
     CL_CHUNK_ELEMENTS,
     CL_FLOAT_COMPARISON,
@@ -39,17 +40,35 @@ def validate_inputs(labels: Any, pred_probs: Any) -> tuple[np.ndarray, np.ndarra
 
     ``pred_probs`` keeps float32/float64 (the dtype decides every comparison, as in cleanlab);
     half precision is widened to float32. ``labels`` becomes int64.
+
+    The value checks of :func:`robustlab._checks.check_pred_probs` (finite, non-negative, rows
+    summing to 1 within ``PROB_SUM_ATOL``) are first run here in two NumPy passes (row sums by a
+    matrix-vector product: NaN/inf make a row sum non-finite); only when one fails is
+    ``check_pred_probs`` called, to raise its one-line message. On a 1e6 x 100 array this takes
+    about a tenth of the time of the torch checks.
     """
-    p = check_pred_probs("pred_probs", pred_probs)
+    if isinstance(pred_probs, torch.Tensor):
+        p = to_numpy(pred_probs)
+    elif isinstance(pred_probs, np.ndarray):
+        p = pred_probs
+    else:
+        p = to_numpy(check_pred_probs("pred_probs", pred_probs))
+    if p.ndim != 2 or p.dtype.kind != "f" or p.dtype.itemsize < 4:
+        p = to_numpy(check_pred_probs("pred_probs", p)).astype(np.float32)
     n, k = p.shape
     if n == 0:
         fail("pred_probs", "non-empty, with one row per example", p, error=ShapeError)
     if k < 2:
         fail("pred_probs", "of shape (N, K) with K >= 2 classes", p, error=ShapeError)
+    p = np.ascontiguousarray(p)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    row_sums = p @ np.ones(k, dtype=p.dtype)
+    if not (np.isfinite(row_sums).all() and p.min() >= 0
+            and np.abs(row_sums - 1).max() <= PROB_SUM_ATOL):
+        check_pred_probs("pred_probs", p)
     y = check_labels("labels", labels, num_classes=k, n=n)
-    if p.dtype not in (torch.float32, torch.float64):
-        p = p.to(torch.float32)
-    return to_numpy(y).astype(np.int64, copy=False), np.ascontiguousarray(to_numpy(p))
+    return to_numpy(y).astype(np.int64, copy=False), p
 
 
 def validate_confident_joint(confident_joint: Any, num_classes: int) -> np.ndarray:
@@ -153,34 +172,30 @@ class RowStats:
 
 
 def row_stats(pred_probs: np.ndarray, thresholds: np.ndarray | None) -> RowStats:
-    """Row argmax/max and the confident-joint column, in cache-sized chunks of rows.
+    """Row argmax/max and, given thresholds, the confident-joint column of every row.
 
-    The confident column (Northcutt et al. 2021, Sec. 3.1, Eq. 2, as in
-    cleanlab.count.compute_confident_joint): the classes whose probability is at least their
-    threshold minus 1e-6 are "confident"; with one, the row goes to it; with several, to the row
-    argmax; with none, it is not counted. "Several" is detected as first confident index != last
-    confident index, which avoids counting the booleans.
+    The confident column (Northcutt et al. 2021, Sec. 3.1, Eq. 1-2, as in
+    cleanlab.count.compute_confident_joint): classes with ``p_j >= t_j - 1e-6`` are "confident";
+    with exactly one, the row goes to it; with several, to the row argmax; with none, nowhere.
+    Shortcut: when the row argmax is itself confident the answer is the argmax whatever the count,
+    so the (N, K) comparison is only made for the rows whose argmax is not confident.
     """
     n, k = pred_probs.shape
     argmax = np.empty(n, dtype=np.int64)
-    guess = np.empty(n, dtype=np.int64) if thresholds is not None else np.empty(0, dtype=np.int64)
-    cut = None if thresholds is None else thresholds - CL_FLOAT_COMPARISON
     step = max(1, CL_CHUNK_ELEMENTS // k)
     for lo in range(0, n, step):
-        hi = min(lo + step, n)
-        block = pred_probs[lo:hi]
-        a = block.argmax(axis=1)
-        argmax[lo:hi] = a
-        if cut is None:
-            continue
-        confident = block >= cut
-        first = confident.argmax(axis=1)
-        last = (k - 1) - confident[:, ::-1].argmax(axis=1)
-        any_confident = confident[np.arange(hi - lo), first]
-        g = np.where(first != last, a, first)
-        g[~any_confident] = -1
-        guess[lo:hi] = g
+        argmax[lo:lo + step] = pred_probs[lo:lo + step].argmax(axis=1)
     row_max = pred_probs[np.arange(n), argmax]
+    if thresholds is None:
+        return RowStats(argmax=argmax, max=row_max, guess=np.empty(0, dtype=np.int64))
+    cut = thresholds - CL_FLOAT_COMPARISON
+    guess = argmax.copy()
+    unsure = np.flatnonzero(~(row_max >= cut[argmax]))
+    for lo in range(0, unsure.shape[0], step):
+        rows = unsure[lo:lo + step]
+        confident = pred_probs[rows] >= cut
+        count = np.count_nonzero(confident, axis=1)
+        guess[rows] = np.where(count == 1, confident.argmax(axis=1), np.where(count == 0, -1, argmax[rows]))
     return RowStats(argmax=argmax, max=row_max, guess=guess)
 
 
@@ -200,10 +215,15 @@ def reduce_issues_mask(labels: np.ndarray, pred_probs: np.ndarray, self_conf: np
 
 
 def confident_counts(labels: np.ndarray, guess: np.ndarray, num_classes: int) -> np.ndarray:
-    """Unclipped, uncalibrated confident joint: rows given label, columns confident (true) label."""
+    """Unclipped, uncalibrated confident joint: rows given label, columns confident (true) label.
+
+    Counted as (true, given) and returned transposed, i.e. Fortran-ordered like cleanlab's
+    ``confusion_matrix(true, given).T``: the calibration sums the matrix in memory order, and a
+    different summation order can move a rounded count by one.
+    """
     counted = guess >= 0
-    flat = labels[counted] * num_classes + guess[counted]
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    flat = guess[counted] * num_classes + labels[counted]
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes).T
 
 
 # --- exact "first n of np.argsort" --------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from robustlab._checks import check_choice, check_int, check_probability, fail
+from robustlab._constants import CL_TRANSPOSE_TILE_ROWS
 from robustlab.errors import InvalidParameterError, ShapeError
 from robustlab.label_noise._cl_helpers import (
     Prepared,
@@ -294,40 +295,51 @@ def _prune_by_noise_rate(prep: Prepared, prune: np.ndarray, prunable: np.ndarray
     """Per off-diagonal cell (given k, true j), the ``prune[j, k]`` examples labelled k with the
     largest margin ``p_j - p_k`` (cleanlab.filter._prune_by_count).
 
-    For one class all its cells are done at once: the negated margins form a (cells, n_k) array,
-    one ``np.partition`` call with every needed rank finds each cell's cut value, and only a cell
-    whose cut falls inside a run of tied margins is settled by the same ``np.argsort(-margin)``
-    cleanlab runs, so tied examples are chosen identically.
+    Per class, the margins of all its rows against every class are one (K, n_k) array; each cell's
+    cut value comes from ``np.partition`` (O(n_k)) instead of a full sort. Only a cell whose cut
+    falls inside a run of tied margins is settled by the same ``np.argsort(-margin)`` cleanlab
+    runs, on the same array, so tied examples are chosen identically.
     """
-    n = prep.labels.shape[0]
-    mask = np.zeros(n, dtype=bool)
+    mask = np.zeros(prep.labels.shape[0], dtype=bool)
     p = prep.pred_probs
+    largest = int(prep.label_counts.max())
+    # One reused buffer: a fresh multi-megabyte array per class costs more in page faults than
+    # the arithmetic.
+    margin_buf = np.empty((prep.num_classes, largest), dtype=p.dtype)
     for k in np.flatnonzero(prunable):
-        counts = prune[:, k].copy()
-        counts[k] = 0
-        cells = np.flatnonzero(counts > 0)
+        take = prune[:, k].copy()
+        take[k] = 0
+        cells = np.flatnonzero(take > 0)
         if cells.size == 0:
             continue
         rows = prep.groups.rows(k)
         size = rows.shape[0]
-        block = p[rows].T  # (K, n_k) view
-        # -(p_j - p_k): the exact array cleanlab argsorts.
-        neg_margin = np.negative(block[cells] - block[k])
-        take = counts[cells]
-        flagged = np.zeros(size, dtype=bool)
-        every = take >= size
-        if every.any():
-            flagged[:] = True
+        if take.max() >= size:
             mask[rows] = True
             continue
-        kth = np.unique(take - 1)
-        cut = np.partition(neg_margin, kth, axis=1)[np.arange(cells.size), take - 1]
-        below = neg_margin < cut[:, None]
-        at = neg_margin == cut[:, None]
-        exact = below.sum(axis=1) + at.sum(axis=1) == take
-        if exact.any():
-            flagged |= (below[exact] | at[exact]).any(axis=0)
-        for c in np.flatnonzero(~exact):
-            flagged[np.argsort(neg_margin[c])[:take[c]]] = True
+        neg_margin = margin_buf[:, :size]
+        _transposed_margins(p, rows, k, neg_margin)
+        flagged = np.zeros(size, dtype=bool)
+        for j in cells:
+            values, n_take = neg_margin[j], int(take[j])
+            cut = np.partition(values, n_take - 1)[n_take - 1]
+            chosen = values <= cut
+            if np.count_nonzero(chosen) == n_take:
+                flagged |= chosen
+            else:
+                exact = np.negative(p[rows, j] - p[rows, k])
+                flagged[np.argsort(exact)[:n_take]] = True
         mask[rows[flagged]] = True
     return mask
+
+
+def _transposed_margins(pred_probs: np.ndarray, rows: np.ndarray, k: int, out: np.ndarray) -> None:
+    """``out[j, r] = p[rows[r], k] - p[rows[r], j]``, gathered and transposed in row tiles that stay
+    in cache (several times faster than gathering, then transposing, the whole (n_k, K) block).
+
+    ``p_k - p_j`` equals ``-(p_j - p_k)`` exactly (IEEE subtraction is symmetric) up to the sign of
+    zero, which no comparison sees.
+    """
+    for lo in range(0, rows.shape[0], CL_TRANSPOSE_TILE_ROWS):
+        tile = pred_probs[rows[lo:lo + CL_TRANSPOSE_TILE_ROWS]]
+        out[:, lo:lo + CL_TRANSPOSE_TILE_ROWS] = (tile[:, k:k + 1] - tile).T
