@@ -241,3 +241,43 @@ SAM_NORM_EPS = 1e-12
 
 #: Added to the logit norm before dividing in LogitClip (as in the authors' code).
 LOGITCLIP_NORM_EPS = 1e-7
+
+# --- label_noise: confident learning (confident.py, filter.py, rank.py) -------------------------
+# Values are cleanlab 2.x's (cleanlab/internal/constants.py, count.py), so results match it exactly.
+
+#: Fuzzy-comparison margin: thresholds are lowered by it, and the given label's probability is
+#: raised by it before the "prediction equals given label" check (cleanlab FLOATING_POINT_COMPARISON).
+CL_FLOAT_COMPARISON = 1e-6
+
+#: Lower bound of per-class confident thresholds (cleanlab CONFIDENT_THRESHOLDS_LOWER_BOUND).
+CL_THRESHOLD_LOWER_BOUND = 2e-6
+
+#: Threshold of a class no example is labelled with: above any probability, so no row counts
+#: into that column by passing it (cleanlab get_confident_thresholds' BIG_VALUE; an int on purpose,
+#: it takes part in the same dtype promotion as cleanlab's).
+CL_ABSENT_CLASS_THRESHOLD = 2
+
+#: Denominators are clipped below at this value (cleanlab TINY_VALUE).
+CL_TINY_VALUE = 1e-100
+
+#: Lower clip of probabilities in the class prior and in the confidence-weighted entropy score
+#: (cleanlab CLIPPING_LOWER_BOUND).
+CL_CLIPPING_LOWER_BOUND = 1e-6
+
+#: Off-diagonal noise rates are clipped to [0, this] before columns are renormalised.
+CL_MAX_NOISE_RATE = 0.9999
+
+#: Lower clip of the class prior after converging the latent estimates.
+CL_CONVERGED_PRIOR_LOWER_BOUND = 1e-5
+
+#: Iterations of the latent-estimate convergence (inner: inverse noise matrix and prior; outer:
+#: noise matrix), cleanlab count._converge_estimates.
+CL_CONVERGE_INNER_ITERATIONS = 5
+CL_CONVERGE_OUTER_ITERATIONS = 3
+
+#: Elements of ``pred_probs`` processed per chunk in the row passes (about 2 MB of float64, so the
+#: boolean and index temporaries stay in cache).
+CL_CHUNK_ELEMENTS = 1 << 18
+
+#: Rows per tile when the per-class margins are written transposed (prune_by_noise_rate).
+CL_TRANSPOSE_TILE_ROWS = 256

@@ -87,3 +87,32 @@ __all__ += [
     "simulate_annotators", "annotator_transitions", "majority_vote", "dawid_skene",
     "DawidSkeneResult", "CifarNLabels", "load_cifar_n", "long_tail_counts", "long_tail_indices",
 ]
+
+# --- confident learning, same answers as cleanlab 2.x (confident.py, filter.py, rank.py)
+from robustlab.label_noise.confident import (  # noqa: E402
+    NoiseEstimate,
+    calibrate_confident_joint,
+    compute_confident_joint,
+    estimate_joint,
+    estimate_latent,
+    estimate_noise,
+    num_label_issues,
+    per_class_thresholds,
+)
+from robustlab.label_noise.filter import FILTER_METHODS, find_label_issues, find_label_issues_ranked  # noqa: E402
+from robustlab.label_noise.rank import (  # noqa: E402
+    SCORE_METHODS,
+    get_confidence_weighted_entropy_for_each_label,
+    get_label_quality_scores,
+    get_normalized_margin_for_each_label,
+    get_self_confidence_for_each_label,
+    order_label_issues,
+)
+
+__all__ += [
+    "per_class_thresholds", "compute_confident_joint", "calibrate_confident_joint", "estimate_joint",
+    "estimate_latent", "estimate_noise", "NoiseEstimate", "num_label_issues", "find_label_issues",
+    "find_label_issues_ranked", "FILTER_METHODS", "get_label_quality_scores",
+    "get_self_confidence_for_each_label", "get_normalized_margin_for_each_label",
+    "get_confidence_weighted_entropy_for_each_label", "order_label_issues", "SCORE_METHODS",
+]
