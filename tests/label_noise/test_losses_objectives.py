@@ -225,6 +225,7 @@ def test_transition_from_pred_probs():
         ("forward", {"transition": np.full((3, 3), 0.2)}, "transition"),
         ("forward", {"transition": np.ones((3, 2))}, "transition"),
         ("forward", {"estimate_epochs": 0}, "estimate_epochs"),
+        ("forward", {"holdout": 0.5}, "holdout"),
         ("backward", {"transition": np.full((2, 2), 0.5)}, "transition"),
         ("forward", {"transition": np.eye(3), "pred_probs": np.full((4, 3), 1 / 3)}, "pred_probs"),
     ],

@@ -105,3 +105,13 @@ def test_check_transition():
         check_transition("T", np.array([[np.nan, 1.0], [0.0, 1.0]]))
     with pytest.raises(InvalidParameterError, match="'T'.*invertible"):
         check_transition("T", np.full((2, 2), 0.5), invertible=True)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from robustlab.label_noise import losses, transition
+
+    for module in (losses, transition):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

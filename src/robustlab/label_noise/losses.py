@@ -8,20 +8,19 @@ a clamped softmax), so they and their gradients stay finite when ``p_y -> 0`` or
 Notation: ``z`` logits ``(N, K)``, ``p = softmax(z)``, ``y`` the given (possibly noisy) label,
 ``e_y`` its one-hot vector, ``T`` a transition matrix with ``T[i, j] = P(noisy = j | true = i)``.
 
-=====================  ==========================================================  ============
-function               per-example loss                                            paper
-=====================  ==========================================================  ============
-bootstrap_soft_loss    ``-sum_k (beta e_y + (1 - beta) p)_k log p_k``              Reed 2015
-bootstrap_hard_loss    ``-sum_k (beta e_y + (1 - beta) onehot(argmax p))_k log p_k``  Reed 2015
-gce_loss               ``(1 - p_y^q) / q``                                          Zhang 2018
-sce_loss               ``alpha CE + beta RCE``                                      Wang 2019
-nce_loss               ``log p_y / sum_k log p_k``                                  Ma 2020
-rce_loss               ``-sum_k p_k log clip(e_y)_k = -A (1 - p_y)``                Wang 2019
-mae_loss               ``||p - e_y||_1 = 2 (1 - p_y)``                              Ghosh 2017
-forward_corrected_loss ``-log (p^T T)_y``                                          Patrini 2017
-backward_corrected_loss ``sum_k (T^-1)_{y,k} (-log p_k)``                          Patrini 2017
-logitclip_loss         ``CE(clip_delta(z), y)``                                    Wei 2023
-=====================  ==========================================================  ============
+* :func:`bootstrap_soft_loss` — ``-sum_k (beta e_y + (1 - beta) p)_k log p_k`` (Reed et al., 2015)
+* :func:`bootstrap_hard_loss` — ``-beta log p_y - (1 - beta) log p_argmax`` (Reed et al., 2015)
+* :func:`gce_loss` — ``(1 - p_y^q) / q``, optionally truncated (Zhang & Sabuncu, 2018)
+* :func:`sce_loss` — ``alpha CE + beta RCE`` (Wang et al., 2019)
+* :func:`nce_loss` — ``log p_y / sum_k log p_k`` (Ma et al., 2020)
+* :func:`rce_loss` — ``-sum_k p_k log clip(e_y)_k = -A (1 - p_y)`` (Wang et al., 2019)
+* :func:`mae_loss` — ``||p - e_y||_1 = 2 (1 - p_y)`` (Ghosh et al., 2017)
+* :func:`forward_corrected_loss` — ``-log (T^T p)_y`` (Patrini et al., 2017)
+* :func:`backward_corrected_loss` — ``sum_k (T^-1)_{y,k} (-log p_k)`` (Patrini et al., 2017)
+* :func:`logitclip_loss` — ``CE(clip_delta(z), y)`` (Wei et al., 2023)
+
+References name the section of each paper (and the theorem where the paper states the result
+as one).
 """
 
 from __future__ import annotations
@@ -89,7 +88,7 @@ def bootstrap_soft_loss(logits: torch.Tensor, labels: torch.Tensor, *, beta: flo
     labels : int Tensor of shape (N,)
     beta : float in [0, 1], default 0.95
         Weight of the given label; ``1 - beta`` goes to the model's own prediction. 0.95 is the
-        paper's value for soft bootstrapping (Sec. 4.1). ``beta = 1`` is cross entropy.
+        paper's value for soft bootstrapping. ``beta = 1`` is cross entropy.
 
     Returns
     -------
@@ -100,12 +99,12 @@ def bootstrap_soft_loss(logits: torch.Tensor, labels: torch.Tensor, *, beta: flo
     .. math:: \\ell = -\\sum_k (\\beta\\, e_{y,k} + (1 - \\beta)\\, p_k) \\log p_k
 
     The gradient flows through both occurrences of ``p`` (the target is not detached), as in the
-    paper's formulation (Eq. 6, "soft" variant) and in Patrini et al.'s ``boot_soft``.
+    paper's formulation ("soft" variant) and in Patrini et al.'s ``boot_soft``.
 
     References
     ----------
     Reed, Lee, Anguelov, Szegedy, Erhan, Rabinovich. "Training deep neural networks on noisy labels
-    with bootstrapping." ICLR Workshop 2015, Sec. 3.2.
+    with bootstrapping." ICLR Workshop 2015 (the soft bootstrapping objective).
     """
     logits, labels = _checked(logits, labels)
     return _bootstrap_soft(logits, labels, check_number("beta", beta, low=0.0, high=1.0))
@@ -127,7 +126,7 @@ def bootstrap_hard_loss(logits: torch.Tensor, labels: torch.Tensor, *, beta: flo
     labels : int Tensor of shape (N,)
     beta : float in [0, 1], default 0.8
         Weight of the given label; ``1 - beta`` goes to the model's arg-max class. 0.8 is the
-        paper's value for hard bootstrapping (Sec. 4.1). ``beta = 1`` is cross entropy.
+        paper's value for hard bootstrapping. ``beta = 1`` is cross entropy.
 
     Returns
     -------
@@ -139,7 +138,7 @@ def bootstrap_hard_loss(logits: torch.Tensor, labels: torch.Tensor, *, beta: flo
 
     References
     ----------
-    Reed et al., ICLR Workshop 2015, Sec. 3.2 ("hard" variant).
+    Reed et al., ICLR Workshop 2015 (the hard bootstrapping objective).
     """
     logits, labels = _checked(logits, labels)
     return _bootstrap_hard(logits, labels, check_number("beta", beta, low=0.0, high=1.0))
@@ -161,7 +160,7 @@ def gce_loss(logits: torch.Tensor, labels: torch.Tensor, *, q: float = 0.7,
     logits : Tensor of shape (N, K)
     labels : int Tensor of shape (N,)
     q : float in (0, 1], default 0.7
-        The paper's value (Sec. 4). ``q -> 0`` gives cross entropy, ``q = 1`` gives
+        The paper's value for its experiments. ``q -> 0`` gives cross entropy, ``q = 1`` gives
         ``1 - p_y`` (half the MAE, :func:`mae_loss`).
     truncation : float in (0, 1) or None, default None
         ``k`` of the truncated loss ``L_trunc``; the paper uses ``k = 0.5``.
@@ -172,14 +171,14 @@ def gce_loss(logits: torch.Tensor, labels: torch.Tensor, *, q: float = 0.7,
 
     Notes
     -----
-    .. math:: L_q = \\frac{1 - p_y^q}{q}  \\qquad (\\text{Eq. 6})
+    .. math:: L_q = \\frac{1 - p_y^q}{q}
 
-    .. math:: L_{trunc} = L_q(k) \\text{ if } p_y \\le k \\text{ else } L_q(p_y)  \\qquad (\\text{Eq. 9})
+    .. math:: L_{trunc} = L_q(k) \\text{ if } p_y \\le k \\text{ else } L_q(p_y)
 
     ``p_y^q`` is computed as ``exp(q log p_y)``, finite with a finite gradient for any logits.
 
     **Deviation.** The paper optimises ``L_trunc`` by alternating convex search: every 10 epochs
-    (from epoch 40) it prunes the examples with ``p_y <= k`` through weights ``w_i`` (Alg. 1).
+    (from epoch 40) it prunes the examples with ``p_y <= k`` through weights ``w_i`` (alternating convex search, Sec. 3.3).
     Here the truncation is applied per step to the current prediction, which is the same loss
     with the pruning refreshed every step (pruned examples contribute the constant ``L_q(k)``
     and no gradient).
@@ -187,7 +186,14 @@ def gce_loss(logits: torch.Tensor, labels: torch.Tensor, *, q: float = 0.7,
     References
     ----------
     Zhang, Sabuncu. "Generalized cross entropy loss for training deep neural networks with noisy
-    labels." NeurIPS 2018, Sec. 3.
+    labels." NeurIPS 2018, Sec. 3.2 (L_q) and Sec. 3.3 (truncated L_q).
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.log(torch.tensor([[1.0, 2.0, 3.0]]))  # p = [1/6, 1/3, 1/2]
+    >>> gce_loss(z, torch.tensor([2]))  # (1 - 0.5 ** 0.7) / 0.7
+    tensor([0.5492])
     """
     logits, labels = _checked(logits, labels)
     q = check_number("q", q, low=0.0, high=1.0, low_inclusive=False)
@@ -226,12 +232,12 @@ def rce_loss(logits: torch.Tensor, labels: torch.Tensor, *, log_zero: float = RC
     -----
     .. math:: \\ell_{rce} = -\\sum_k p_k \\log q_k = -A (1 - p_y),\\quad q = e_y,\\ \\log 0 := A
 
-    Symmetric (Ma et al., 2020, Def. 1): ``sum_j rce(z, j) = -A (K - 1)`` for every ``z``.
+    Symmetric (Ma et al., 2020, Sec. 3): ``sum_j rce(z, j) = -A (K - 1)`` for every ``z``.
 
     References
     ----------
     Wang, Ma, Chen, Luo, Yi, Bailey. "Symmetric cross entropy for robust learning with noisy
-    labels." ICCV 2019, Sec. 3.3, Eq. 6 and the definition of ``A``.
+    labels." ICCV 2019, Sec. 3 (RCE and the constant ``A``).
     """
     logits, labels = _checked(logits, labels)
     return _rce(logits, labels, _check_log_zero(log_zero))
@@ -251,7 +257,7 @@ def sce_loss(logits: torch.Tensor, labels: torch.Tensor, *, alpha: float = 0.1, 
     logits : Tensor of shape (N, K)
     labels : int Tensor of shape (N,)
     alpha, beta : float >= 0, defaults 0.1 and 1.0
-        The paper's CIFAR-10 values (Sec. 4.1; CIFAR-100 uses 6.0 and 0.1).
+        The paper's CIFAR-10 values (CIFAR-100 uses 6.0 and 0.1).
     log_zero : float < 0, default -4.0
         ``A`` of the reverse cross entropy, see :func:`rce_loss`.
 
@@ -261,11 +267,11 @@ def sce_loss(logits: torch.Tensor, labels: torch.Tensor, *, alpha: float = 0.1, 
 
     Notes
     -----
-    .. math:: \\ell_{sl} = \\alpha\\, \\ell_{ce} + \\beta\\, \\ell_{rce}  \\qquad (\\text{Eq. 7})
+    .. math:: \\ell_{sl} = \\alpha\\, \\ell_{ce} + \\beta\\, \\ell_{rce}
 
     References
     ----------
-    Wang et al., ICCV 2019, Sec. 3.3.
+    Wang et al., ICCV 2019, Sec. 3.
     """
     logits, labels = _checked(logits, labels)
     return _sce(logits, labels, _check_weight("alpha", alpha), _check_weight("beta", beta),
@@ -291,15 +297,22 @@ def nce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Notes
     -----
-    .. math:: \\ell_{nce} = \\frac{-\\log p_y}{-\\sum_{k=1}^{K} \\log p_k}  \\qquad (\\text{Eq. 3})
+    .. math:: \\ell_{nce} = \\frac{-\\log p_y}{-\\sum_{k=1}^{K} \\log p_k}
 
-    Normalised losses are symmetric: ``sum_j nce(z, j) = 1`` for every ``z`` (Lemma 1), hence
+    Normalised losses are symmetric: ``sum_j nce(z, j) = 1`` for every ``z`` (Ma et al., Sec. 3), hence
     robust to symmetric noise below ``(K - 1) / K`` (Ghosh et al., 2017, Theorem 1).
 
     References
     ----------
     Ma, Huang, Wang, Romano, Erfani, Bailey. "Normalized loss functions for deep learning with
     noisy labels." ICML 2020, Sec. 3.
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.log(torch.tensor([[1.0, 2.0, 3.0]]))  # p = [1/6, 1/3, 1/2]
+    >>> nce_loss(z, torch.tensor([2]))  # log(1/2) / log(1/36)
+    tensor([0.1934])
     """
     logits, labels = _checked(logits, labels)
     return _nce(logits, labels)
@@ -372,7 +385,7 @@ def forward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transitio
     References
     ----------
     Patrini, Rozza, Menon, Nock, Qu. "Making deep neural networks robust to label noise: a loss
-    correction approach." CVPR 2017, Sec. 3.2.
+    correction approach." CVPR 2017, Sec. 3 (Theorem 2).
     """
     logits, labels = _checked(logits, labels)
     t = check_transition("transition", transition, num_classes=logits.shape[1])
@@ -411,7 +424,7 @@ def backward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transiti
 
     References
     ----------
-    Patrini et al., CVPR 2017, Sec. 3.1.
+    Patrini et al., CVPR 2017, Sec. 3 (Theorem 1).
     """
     logits, labels = _checked(logits, labels)
     t = check_transition("transition", transition, num_classes=logits.shape[1], invertible=True)

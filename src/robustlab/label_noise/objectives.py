@@ -118,7 +118,7 @@ class LabelSmoothing(CrossEntropy):
 # ---------------------------------------------------------------------- bootstrapping
 @OBJECTIVES.register("bootstrap-soft")
 class BootstrapSoft(_PerExampleLoss):
-    """Soft bootstrapping (Reed et al., 2015, Sec. 3.2); see :func:`~robustlab.label_noise.bootstrap_soft_loss`.
+    """Soft bootstrapping (Reed et al., 2015); see :func:`~robustlab.label_noise.bootstrap_soft_loss`.
 
     Parameters
     ----------
@@ -137,7 +137,7 @@ class BootstrapSoft(_PerExampleLoss):
 
 @OBJECTIVES.register("bootstrap-hard")
 class BootstrapHard(_PerExampleLoss):
-    """Hard bootstrapping (Reed et al., 2015, Sec. 3.2); see :func:`~robustlab.label_noise.bootstrap_hard_loss`.
+    """Hard bootstrapping (Reed et al., 2015); see :func:`~robustlab.label_noise.bootstrap_hard_loss`.
 
     Parameters
     ----------
@@ -157,14 +157,14 @@ class BootstrapHard(_PerExampleLoss):
 # ---------------------------------------------------------------------- GCE
 @OBJECTIVES.register("gce")
 class GeneralizedCrossEntropy(_PerExampleLoss):
-    """Generalized cross entropy ``L_q`` (Zhang & Sabuncu, 2018, Eq. 6); see :func:`~robustlab.label_noise.gce_loss`.
+    """Generalized cross entropy ``L_q`` (Zhang & Sabuncu, 2018, Sec. 3.2); see :func:`~robustlab.label_noise.gce_loss`.
 
     Parameters
     ----------
     q : float in (0, 1], default 0.7
         The paper's value.
     truncation : float in (0, 1) or None, default None
-        ``k`` of the truncated loss (Eq. 9; the paper uses 0.5). Applied per step rather than
+        ``k`` of the truncated loss (Sec. 3.3; the paper uses 0.5). Applied per step rather than
         through the paper's pruning every 10 epochs — see :func:`~robustlab.label_noise.gce_loss`.
     """
 
@@ -182,7 +182,7 @@ class GeneralizedCrossEntropy(_PerExampleLoss):
 # ---------------------------------------------------------------------- symmetric / normalised
 @OBJECTIVES.register("sce")
 class SymmetricCrossEntropy(_PerExampleLoss):
-    """Symmetric cross entropy ``alpha CE + beta RCE`` (Wang et al., 2019, Eq. 7).
+    """Symmetric cross entropy ``alpha CE + beta RCE`` (Wang et al., 2019, Sec. 3).
 
     Parameters
     ----------
@@ -206,7 +206,7 @@ class SymmetricCrossEntropy(_PerExampleLoss):
 
 @OBJECTIVES.register("nce")
 class NormalizedCrossEntropy(_PerExampleLoss):
-    """Normalized cross entropy alone (Ma et al., 2020, Eq. 3); see :func:`~robustlab.label_noise.nce_loss`.
+    """Normalized cross entropy alone (Ma et al., 2020, Sec. 3); see :func:`~robustlab.label_noise.nce_loss`.
 
     Robust but underfits on its own (the paper's motivation for APL); use ``nce+rce``.
     """
@@ -219,7 +219,7 @@ class NormalizedCrossEntropy(_PerExampleLoss):
 
 @OBJECTIVES.register("rce")
 class ReverseCrossEntropy(_PerExampleLoss):
-    """Reverse cross entropy alone (Wang et al., 2019, Eq. 6); see :func:`~robustlab.label_noise.rce_loss`.
+    """Reverse cross entropy alone (Wang et al., 2019, Sec. 3); see :func:`~robustlab.label_noise.rce_loss`.
 
     Parameters
     ----------
@@ -247,7 +247,7 @@ class MeanAbsoluteError(_PerExampleLoss):
 
 @OBJECTIVES.register("nce+rce")
 class NCERCE(_PerExampleLoss):
-    """Active-Passive Loss ``alpha NCE + beta RCE`` (Ma et al., 2020, Sec. 4, Eq. 8).
+    """Active-Passive Loss ``alpha NCE + beta RCE`` (Ma et al., 2020, Sec. 4).
 
     Parameters
     ----------
@@ -273,7 +273,7 @@ class NCERCE(_PerExampleLoss):
 
 @OBJECTIVES.register("nce+mae")
 class NCEMAE(_PerExampleLoss):
-    """Active-Passive Loss ``alpha NCE + beta MAE`` (Ma et al., 2020, Sec. 4, Eq. 8).
+    """Active-Passive Loss ``alpha NCE + beta MAE`` (Ma et al., 2020, Sec. 4).
 
     Parameters
     ----------
@@ -331,8 +331,7 @@ class Mixup(BaseObjective):
     Parameters
     ----------
     alpha : float > 0, default 1.0
-        ``lambda ~ Beta(alpha, alpha)``. The paper's corrupted-label experiments (Sec. 3.4,
-        Table 2) use ``alpha`` in {1, 2, 8, 32}; 1 (uniform ``lambda``) is the default here.
+        ``lambda ~ Beta(alpha, alpha)``. The paper's corrupted-label experiments (Sec. 3.4) use ``alpha`` in {1, 2, 8, 32}; 1 (uniform ``lambda``) is the default here.
 
     Notes
     -----
@@ -343,7 +342,7 @@ class Mixup(BaseObjective):
               \\ell = \\lambda\\, \\mathrm{CE}(f(\\tilde x), y) + (1 - \\lambda)\\, \\mathrm{CE}(f(\\tilde x), y_{\\pi})
 
     which equals the cross entropy against the mixed label ``lambda e_y + (1 - lambda) e_{y_pi}``
-    (Eq. 1). ``lambda`` and ``pi`` are drawn from the objective's ``generator`` (``lambda`` via a
+    (the vicinal distribution of Sec. 2). ``lambda`` and ``pi`` are drawn from the objective's ``generator`` (``lambda`` via a
     NumPy generator seeded from it), so a seed fixes the run and resume is exact.
 
     The model only sees mixed inputs, so ``compute`` returns ``logits=None``: the Trainer reports
@@ -353,7 +352,7 @@ class Mixup(BaseObjective):
     References
     ----------
     Zhang, Cisse, Dauphin, Lopez-Paz. "mixup: Beyond empirical risk minimization." ICLR 2018,
-    Sec. 2 (Eq. 1) and Sec. 3.4 (corrupted labels).
+    Sec. 2 (mixup) and Sec. 3.4 (corrupted labels).
     """
 
     name = "mixup"
@@ -391,7 +390,7 @@ class _Correction(BaseObjective):
     _invertible = False
 
     def __init__(self, *, transition: Any = None, pred_probs: Any = None, estimate_epochs: int | None = None,
-                 quantile: float = ANCHOR_QUANTILE, filter_outlier: bool = True) -> None:
+                 holdout: float = 0.1, quantile: float = ANCHOR_QUANTILE, filter_outlier: bool = True) -> None:
         if transition is not None and pred_probs is not None:
             fail("pred_probs", "None when 'transition' is given (T is either given or estimated)",
                  "an array", describe_got=False)
@@ -400,6 +399,7 @@ class _Correction(BaseObjective):
         self.pred_probs = None if pred_probs is None else check_pred_probs("pred_probs", pred_probs)
         self.estimate_epochs = estimate_epochs if estimate_epochs is None else check_int(
             "estimate_epochs", estimate_epochs, low=1)
+        self.holdout = check_number("holdout", holdout, low=0.0, high=0.5, high_inclusive=False)
         self.quantile = check_number("quantile", quantile, low=0.0, high=1.0, low_inclusive=False)
         self.filter_outlier = check_bool("filter_outlier", filter_outlier)
         self.transition_: torch.Tensor | None = None  # the T in use (given or estimated)
@@ -430,7 +430,7 @@ class _Correction(BaseObjective):
         return t
 
     def _warmup_pred_probs(self) -> torch.Tensor:
-        """Train a copy of the model (its initial weights) with CE; predict on the training set."""
+        """Train a CE copy of the model (initial weights), early-stopped on a noisy holdout."""
         from robustlab.models.inference import predict_logits
         from robustlab.training.optim import build_optimizer, build_scheduler
 
@@ -438,18 +438,25 @@ class _Correction(BaseObjective):
         config: TrainConfig = run["config"]
         train: Dataset = run["train"]
         device: torch.device = run["device"]
+        generator: torch.Generator = run["generator"]
         epochs = self.estimate_epochs or config.epochs
+        n = len(train)
+        n_holdout = min(max(int(round(self.holdout * n)), 1), n - 1) if self.holdout > 0 and n > 1 else 0
+        order = torch.randperm(n, generator=generator)
+        fit = train.subset(order[n_holdout:])
+        holdout = train.subset(order[:n_holdout]) if n_holdout else None
         warm_config = dataclasses.replace(config, epochs=epochs, sam_rho=None, sam_adaptive=False,
                                           warmup_epochs=min(config.warmup_epochs, epochs - 1),
                                           milestones=tuple(m for m in config.milestones if m < epochs))
         net = copy.deepcopy(run["model"]).to(device)
-        net.train()
         params = [p for p in net.parameters() if p.requires_grad]
         optimizer = build_optimizer(params, warm_config)
-        scheduler = build_scheduler(optimizer, warm_config, steps_per_epoch=train.num_batches(config.batch_size))
-        shuffle = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=run["generator"])))
+        scheduler = build_scheduler(optimizer, warm_config, steps_per_epoch=fit.num_batches(config.batch_size))
+        shuffle = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        best_accuracy, best_state = -1.0, None
         for _ in range(epochs):
-            for batch in train.batches(config.batch_size, shuffle=True, generator=shuffle):
+            net.train()
+            for batch in fit.batches(config.batch_size, shuffle=True, generator=shuffle):
                 x, y = batch.inputs.to(device), batch.labels.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 F.cross_entropy(net(x), y).backward()
@@ -457,6 +464,14 @@ class _Correction(BaseObjective):
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip_norm)
                 optimizer.step()
                 scheduler.step()
+            if holdout is not None:
+                predicted = predict_logits(net, holdout, device=device).argmax(1).cpu()
+                accuracy = float((predicted == holdout.labels).float().mean())
+                if accuracy > best_accuracy:
+                    best_accuracy = accuracy
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if best_state is not None:
+            net.load_state_dict(best_state)
         logits = predict_logits(net, train, device=device)
         return F.softmax(logits.to(torch.float64), dim=1)
 
@@ -491,7 +506,7 @@ class _Correction(BaseObjective):
         given = "given" if self.transition is not None else (
             "from pred_probs" if self.pred_probs is not None else "estimated")
         return (f"{type(self).__name__}(transition={given}, estimate_epochs={self.estimate_epochs}, "
-                f"quantile={self.quantile}, filter_outlier={self.filter_outlier})")
+                f"holdout={self.holdout}, quantile={self.quantile}, filter_outlier={self.filter_outlier})")
 
 
 _CORRECTION_DOC = """
@@ -504,7 +519,12 @@ _CORRECTION_DOC = """
         cross-validation); T is estimated from them with the anchor-point estimator in ``setup``.
     estimate_epochs : int >= 1 or None, default None
         Epochs of the cross-entropy warm-up when neither ``transition`` nor ``pred_probs`` is given;
-        None means ``config.epochs`` (the paper trains the first network fully).
+        None means ``config.epochs``.
+    holdout : float in [0, 0.5), default 0.1
+        Fraction of the (noisy) training data held out from the warm-up to pick its best epoch by
+        noisy-label accuracy, as the authors' code does (``validation_split=0.1`` and the best
+        model kept). 0 uses the last epoch, whose training-set predictions are near one-hot once
+        the network memorises the noise, so that ``T_hat`` tends to the identity.
     quantile : float in (0, 1], default 0.97
     filter_outlier : bool, default True
         Settings of :func:`~robustlab.label_noise.estimate_transition_anchor`.
@@ -512,20 +532,24 @@ _CORRECTION_DOC = """
     Notes
     -----
     **Estimated T (neither ``transition`` nor ``pred_probs``).** Patrini et al.'s two-stage
-    procedure (Sec. 3.3 and their code): at the start of the first epoch, a copy of the model
-    with its *initial* weights is trained with plain cross entropy on the noisy training data for
+    procedure (the paper's noise estimation and their ``experiment.py``): at the start of the
+    first epoch, a random ``holdout`` fraction of the noisy training data is set aside and a copy
+    of the model with its *initial* weights is trained with plain cross entropy on the rest for
     ``estimate_epochs`` epochs, using the run's optimizer, learning-rate schedule, batch size and
-    gradient clipping (no SAM); data order and randomness come from the objective's generator. Its
-    softmax on the training set (eval mode) gives ``pred_probs``, from which
+    gradient clipping (no SAM); the weights of the epoch with the best accuracy on the held-out
+    noisy labels are kept. Its softmax on the *whole* training set (eval mode; "use all X_train"
+    in their code) gives ``pred_probs``, from which
     :func:`~robustlab.label_noise.estimate_transition_anchor` gives ``T_hat``. Then the model is
-    trained from its initial weights with the corrected loss. ``T_hat`` is stored in checkpoints,
-    so a resumed run does not estimate again; it is exposed as ``transition_`` after estimation.
+    trained from its initial weights with the corrected loss on all the training data. Data
+    order, the split and all other randomness come from the objective's generator. ``T_hat`` is
+    stored in checkpoints, so a resumed run does not estimate again; it is exposed as
+    ``transition_``.
 """
 
 
 @OBJECTIVES.register("forward")
 class ForwardCorrection(_Correction):
-    __doc__ = """Forward loss correction ``-log (T^T p)_y`` (Patrini et al., 2017, Sec. 3.2, Theorem 2).
+    __doc__ = """Forward loss correction ``-log (T^T p)_y`` (Patrini et al., 2017, Theorem 2).
 
     See :func:`~robustlab.label_noise.forward_corrected_loss`.
     """ + _CORRECTION_DOC + """
@@ -543,7 +567,7 @@ class ForwardCorrection(_Correction):
 
 @OBJECTIVES.register("backward")
 class BackwardCorrection(_Correction):
-    __doc__ = """Backward loss correction ``(T^-1 l(p))_y`` (Patrini et al., 2017, Sec. 3.1, Theorem 1).
+    __doc__ = """Backward loss correction ``(T^-1 l(p))_y`` (Patrini et al., 2017, Theorem 1).
 
     See :func:`~robustlab.label_noise.backward_corrected_loss`. ``T`` must be invertible; the loss
     is unbounded below (negative entries of ``T^-1``), which the paper notes makes it less stable

@@ -103,7 +103,7 @@ def estimate_transition_anchor(pred_probs: Any, *, quantile: float = ANCHOR_QUAN
         ``pred_probs[:, i]`` *below* this quantile of that column (the 97th percentile of the
         authors' code), which discards overconfident outliers.
     filter_outlier : bool, default True
-        False: the anchor is the plain arg-max of the column (the paper's Eq. 9).
+        False: the anchor is the plain arg-max of the column (the paper's estimator).
 
     Returns
     -------
@@ -113,10 +113,10 @@ def estimate_transition_anchor(pred_probs: Any, *, quantile: float = ANCHOR_QUAN
     Notes
     -----
     If ``x_i`` is an anchor point of class ``i`` (``P(true = i | x_i) = 1``), then
-    ``P(noisy = j | x_i) = T[i, j]`` (Patrini et al., Sec. 3.3, Eq. 8), so
+    ``P(noisy = j | x_i) = T[i, j]`` (Patrini et al., noise estimation with anchor points), so
 
     .. math:: \\bar x_i = \\arg\\max_{x} \\hat p(\\tilde y = i | x),\\qquad
-              \\hat T_{ij} = \\hat p(\\tilde y = j | \\bar x_i)  \\qquad (\\text{Eq. 9})
+              \\hat T_{ij} = \\hat p(\\tilde y = j | \\bar x_i)
 
     With ``filter_outlier`` the arg-max is taken over the examples whose ``p(i | x)`` is below
     the ``quantile`` of the column, computed as in ``numpy.percentile(..., interpolation="higher")``
@@ -130,7 +130,7 @@ def estimate_transition_anchor(pred_probs: Any, *, quantile: float = ANCHOR_QUAN
     References
     ----------
     Patrini, Rozza, Menon, Nock, Qu. "Making deep neural networks robust to label noise: a loss
-    correction approach." CVPR 2017, Sec. 3.3; code: github.com/giorgiop/loss-correction
+    correction approach." CVPR 2017 (noise estimation from anchor points); code: github.com/giorgiop/loss-correction
     (``NoiseEstimator.fit``/``predict``).
 
     Examples

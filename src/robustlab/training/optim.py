@@ -143,7 +143,7 @@ def sam_perturb(params: Sequence[torch.Tensor], *, rho: float, adaptive: bool = 
 
     .. math:: \\hat\\epsilon(w) = \\rho\\, \\frac{g}{\\|g\\|_2},\\qquad g = \\nabla_w L(w)
 
-    so ``||e||_2 = rho`` over all tensors together. ASAM (Kwon et al., 2021, Eq. 11) with the
+    so ``||e||_2 = rho`` over all tensors together. ASAM (Kwon et al., 2021, Sec. 4) with the
     element-wise operator ``T_w = |w| + eta``:
 
     .. math:: \\hat\\epsilon(w) = \\rho\\, \\frac{T_w^2\\, g}{\\|T_w\\, g\\|_2}
