@@ -86,6 +86,9 @@ def test_bad_input() -> None:
         partial.mce(corruptions=["snow"])
     with pytest.raises(InvalidParameterError, match="baseline_clean_error"):
         partial.relative_mce(baseline={"fog": 0.5})
+    # relative CE divides by the baseline's degradation: none means undefined, named in the error
+    with pytest.raises(InvalidParameterError, match="Got fog instead"):
+        partial.relative_mce(baseline={"fog": 0.2}, baseline_clean_error=0.2)
 
 
 def test_evaluate_corruptions_on_a_tiny_model() -> None:

@@ -165,7 +165,10 @@ class CorruptionReport:
             base_clean = check_probability("baseline_clean_error", baseline_clean_error)
         gap = base - base_clean
         if np.any(gap <= 0):
-            fail("baseline", "baseline corruption errors above the baseline clean error", dict(zip(names, base)))
+            flat = ", ".join(c for c, g in zip(names, gap) if g <= 0)
+            fail("corruptions", "corruptions whose baseline error exceeds the baseline clean error "
+                 "(relative CE divides by that gap); pass corruptions=[...] to leave out", flat,
+                 describe_got=False)
         return {c: float(v) for c, v in zip(names, (err - self.clean_error) / gap)}
 
     def relative_mce(self, *, baseline: Mapping[str, float] | None = None,
