@@ -202,70 +202,51 @@ def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
 
 # --- scipy.ndimage.zoom(order=1) crops (zoom blur, snow) -------------------------------------
 
-@lru_cache(maxsize=1024)
-def clipped_zoom_taps(n: int, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index/weight pairs of ``clipped_zoom`` along one axis of length ``n``.
-
-    The reference crops the central ``ceil(n / factor)`` pixels, zooms them with
-    ``scipy.ndimage.zoom(order=1)`` (output length ``round(ch * factor)``, input coordinate
-    ``o * (ch - 1) / (out - 1)``) and trims the result centrally back to ``n``.
-    """
+def _zoom_geometry(n: int, factor: float) -> tuple[int, int, int, int]:
     ch = int(np.ceil(n / factor))
     top = (n - ch) // 2
     out_len = int(round(ch * factor))
-    trim = (out_len - n) // 2
-    o = np.arange(trim, trim + n, dtype=np.float64)
-    coord = o * (ch - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(o)
-    i0 = np.floor(coord).astype(np.int64)
-    frac = coord - i0
-    i1 = np.minimum(i0 + 1, ch - 1)
-    return top + i0, top + i1, frac
+    return top, ch, out_len, (out_len - n) // 2
 
 
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Centre crop zoomed back to full size by bilinear interpolation, last two dims."""
+    """Centre crop of ``ceil(n / factor)`` px zoomed back to full size, (N, C, H, W).
+
+    ``scipy.ndimage.zoom(order=1)`` samples the crop at ``o * (ch - 1) / (out - 1)``, which is
+    bilinear interpolation with ``align_corners=True``; the result is trimmed centrally.
+    """
     h, w = x.shape[-2:]
-    r0, r1, fr = clipped_zoom_taps(h, float(factor))
-    c0, c1, fc = clipped_zoom_taps(w, float(factor))
-    dev = x.device
-    fr_t = torch.as_tensor(fr, dtype=x.dtype, device=dev)[:, None]
-    fc_t = torch.as_tensor(fc, dtype=x.dtype, device=dev)
-    top = x.index_select(-2, torch.as_tensor(r0, device=dev))
-    bot = x.index_select(-2, torch.as_tensor(r1, device=dev))
-    rows = top + (bot - top) * fr_t
-    left = rows.index_select(-1, torch.as_tensor(c0, device=dev))
-    right = rows.index_select(-1, torch.as_tensor(c1, device=dev))
-    return left + (right - left) * fc_t
+    t0, ch0, o0, tr0 = _zoom_geometry(h, float(factor))
+    t1, ch1, o1, tr1 = _zoom_geometry(w, float(factor))
+    crop = x[..., t0 : t0 + ch0, t1 : t1 + ch1]
+    big = F.interpolate(crop, size=(o0, o1), mode="bilinear", align_corners=True)
+    return big[..., tr0 : tr0 + h, tr1 : tr1 + w]
 
 
 # --- bilinear sampling at arbitrary coordinates -----------------------------------------------
 
 def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sample ``x`` (N, C, H, W) at per-image coordinates ``ys``/``xs`` (N, H', W') bilinearly.
+    """Sample ``x`` (N, C, H, W) at per-image pixel coordinates ``ys``/``xs`` (N, H', W').
 
-    Neighbours outside the image come from the border ``mode`` (``map_coordinates(order=1)``).
+    Bilinear, with out-of-image neighbours from the border ``mode``: ``"reflect"`` is SciPy's
+    ``map_coordinates(order=1, mode='reflect')`` and ``"mirror"`` OpenCV's BORDER_REFLECT_101.
+    ``grid_sample``'s reflection padding reflects the coordinate about the border (pixel edges
+    with ``align_corners=False``, pixel centres with ``True``) and clamps the neighbours, which
+    gives the same weights as reflecting the neighbour indices.
     """
     n, c, h, w = x.shape
-    y0f = torch.floor(ys)
-    x0f = torch.floor(xs)
-    wy = (ys - y0f).unsqueeze(1)
-    wx = (xs - x0f).unsqueeze(1)
-    y0 = y0f.long()
-    x0 = x0f.long()
-    ya, yb = border_index_t(y0, h, mode), border_index_t(y0 + 1, h, mode)
-    xa, xb = border_index_t(x0, w, mode), border_index_t(x0 + 1, w, mode)
-    # pixels as rows (N*H*W, C): one index_select per neighbour serves every channel
-    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    base = (torch.arange(n, device=x.device) * (h * w)).view(n, 1, 1)
-    wy = wy.squeeze(1).unsqueeze(-1)
-    wx = wx.squeeze(1).unsqueeze(-1)
-
-    def take(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        return rows.index_select(0, (base + yi * w + xi).reshape(-1)).reshape(*ys.shape, c)
-
-    top = torch.lerp(take(ya, xa), take(ya, xb), wx)
-    bot = torch.lerp(take(yb, xa), take(yb, xb), wx)
-    return torch.lerp(top, bot, wy).permute(0, 3, 1, 2)
+    if mode == "reflect":
+        gx = (2 * xs + 1) / w - 1
+        gy = (2 * ys + 1) / h - 1
+        corners = False
+    elif mode == "mirror":
+        gx = 2 * xs / max(w - 1, 1) - 1
+        gy = 2 * ys / max(h - 1, 1) - 1
+        corners = True
+    else:
+        raise ValueError(mode)
+    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=corners)
 
 
 # --- motion blur (ImageMagick MotionBlurImage, as re-implemented by imagecorruptions) ---------
@@ -287,16 +268,19 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     oy = torch.ceil(i[None, :] * torch.sin(a)[:, None] - 0.5).long()  # (N, width)
     ox = torch.ceil(i[None, :] * torch.cos(a)[:, None] - 0.5).long()
     inside = (oy.abs() < h) & (ox.abs() < w)
-    keep = torch.cumprod(inside.long(), dim=1).to(x.dtype)  # stop at the first tap outside
-    flat = x.reshape(n, c, h * w)
-    hh = torch.arange(h, device=x.device)
-    ww = torch.arange(w, device=x.device)
+    keep = torch.cumprod(inside.long(), dim=1).bool()  # stop at the first tap outside
+    # edge-replicated padding once, then every tap is a shifted slice of the padded image
+    r = width
+    xp = pad(x, r, r, "nearest")
     out = torch.zeros_like(x)
-    for t in range(width):
-        rows = (hh[None, :] + oy[:, t : t + 1]).clamp(0, h - 1)  # (N, H)
-        cols = (ww[None, :] + ox[:, t : t + 1]).clamp(0, w - 1)  # (N, W)
-        idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, -1)
-        out += (k[t] * keep[:, t]).view(n, 1, 1, 1) * flat.gather(2, idx).reshape(n, c, h, w)
+    taps = k.tolist()
+    oy_l, ox_l, keep_l = oy.tolist(), ox.tolist(), keep.tolist()
+    for img in range(n):
+        for t in range(width):
+            if not keep_l[img][t]:
+                break
+            dy, dx = oy_l[img][t], ox_l[img][t]
+            out[img] += taps[t] * xp[img, :, r + dy : r + dy + h, r + dx : r + dx + w]
     return out
 
 
@@ -382,26 +366,9 @@ def glass_sources(n: int, h: int, w: int, delta: int, generator: torch.Generator
     return target
 
 
-@lru_cache(maxsize=64)
-def zoom_stack(n: int, factors: tuple[float, ...]) -> np.ndarray:
-    """(Z, n, n) matrices of :func:`clipped_zoom` along one axis, one per factor."""
-    out = np.zeros((len(factors), n, n))
-    rows = np.arange(n)
-    for k, z in enumerate(factors):
-        i0, i1, frac = clipped_zoom_taps(n, z)
-        np.add.at(out[k], (rows, i0), 1 - frac)
-        np.add.at(out[k], (rows, i1), frac)
-    return out
-
-
 def zoom_sum(x: torch.Tensor, factors: tuple[float, ...]) -> torch.Tensor:
-    """``sum_z clipped_zoom(x, z)`` as two matrix products: ``[A_1..A_Z] x``, then the row
-    blocks side by side times ``[B_1^T; ..; B_Z^T]`` (dense BLAS beats gathers on CPU here)."""
-    h, w = x.shape[-2:]
-    z = len(factors)
-    a = _as(zoom_stack(h, factors), x).reshape(z * h, h)
-    b = _as(zoom_stack(w, factors), x)  # (Z, W, W)
-    rows = torch.matmul(a, x)  # (..., Z*H, W)
-    lead = x.shape[:-2]
-    rows = rows.reshape(*lead, z, h, w).movedim(-3, -2).reshape(*lead, h, z * w)
-    return torch.matmul(rows, b.transpose(1, 2).reshape(z * w, w))
+    """``sum_z clipped_zoom(x, z)``."""
+    out = torch.zeros_like(x)
+    for z in factors:
+        out += clipped_zoom(x, z)
+    return out

@@ -504,9 +504,8 @@ def _pixelate(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     """PIL ``resize((int(W c), int(H c)), BOX)`` then ``resize((W, H), BOX)``."""
     h, w = x.shape[-2:]
     hs, ws = max(1, int(h * c)), max(1, int(w * c))
-    mh = _ops.pil_box_matrix(hs, h) @ _ops.pil_box_matrix(h, hs)
-    mw = _ops.pil_box_matrix(ws, w) @ _ops.pil_box_matrix(w, ws)
-    return _ops.separable(x, mh, mw)
+    small = _ops.separable(x, _ops.pil_box_matrix(h, hs), _ops.pil_box_matrix(w, ws))
+    return _ops.separable(small, _ops.pil_box_matrix(hs, h), _ops.pil_box_matrix(ws, w))
 
 
 def _jpeg_compression(x: torch.Tensor, c: int, **kw: Any) -> torch.Tensor:
