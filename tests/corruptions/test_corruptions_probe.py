@@ -128,3 +128,12 @@ def test_summary_does_not_reuse_results_of_a_changed_model(images: Dataset) -> N
     fresh_probe = build_probe("corruptions", corruptions=["contrast"], severities=[1], tabular_corruptions=[])
     fresh = fresh_probe.run(model, images, job={"family": "all", "corruption": "all"}, generator=_g())
     assert stale.tables[0].rows == fresh.tables[0].rows
+
+
+def test_probe_pickles_after_running(images: Dataset) -> None:
+    import pickle
+
+    probe = build_probe("corruptions", corruptions=["contrast"], severities=[1], tabular_corruptions=[])
+    probe.run(MeanBrightness(), images, job={"family": "image", "corruption": "contrast"}, generator=_g())
+    clone = pickle.loads(pickle.dumps(probe))
+    assert clone.params() == probe.params() and clone._cache == {}

@@ -115,6 +115,12 @@ class CorruptionsProbe(Probe):
         # it runs in the same process on the same model (unchanged weights) and data.
         self._cache: dict[tuple[str, str], tuple[Any, Any, tuple[Any, ...], tuple[float, ...]]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The cache holds weak references (not picklable) and is only valid in this process.
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     def params(self) -> dict[str, Any]:
         return {"corruptions": list(self.corruptions), "tabular_corruptions": list(self.tabular_corruptions),
                 "severities": list(self.severities), "preset": self.preset, "mnist_c": self.mnist_c,
