@@ -581,6 +581,22 @@ def _truncnorm_mean(mu: float, s: float) -> float:
     return mu + s * (phi(a) - phi(b)) / (big_phi(b) - big_phi(a))
 
 
+def _feature_moments(feats: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and (population) std, accumulated in float64 over row chunks (bounded
+    memory, and much faster than a column-wise ``std`` of a wide matrix; within a chunk the sums
+    run through a matrix product in the input's precision)."""
+    s1 = torch.zeros(feats.shape[1], dtype=torch.float64, device=feats.device)
+    s2 = torch.zeros_like(s1)
+    for start in range(0, feats.shape[0], chunk):
+        block = feats[start:start + chunk]
+        ones = torch.ones(1, block.shape[0], dtype=block.dtype, device=block.device)
+        s1 += (ones @ block).squeeze(0).double()  # column sums through BLAS
+        s2 += (ones @ (block * block)).squeeze(0).double()
+    n = max(feats.shape[0], 1)
+    mean = s1 / n
+    return mean, (s2 / n - mean * mean).clamp_min(0).sqrt()
+
+
 def _idn_impl(x: torch.Tensor, y: torch.Tensor, k: int, rate: float, s: float, standardize: bool,
               g: torch.Generator) -> NoisyLabels:
     n = y.numel()
@@ -594,17 +610,25 @@ def _idn_impl(x: torch.Tensor, y: torch.Tensor, k: int, rate: float, s: float, s
     u = torch.rand(n, generator=g, device=g.device, dtype=torch.float64).cpu()
     q = (rate + s * torch.special.ndtri(lo + u * (hi - lo))).clamp(0.0, 1.0)
     # 2. one S x K projection per class
-    feats = x.detach().reshape(n, -1).to(torch.float32)
+    feats = x.detach().reshape(n, -1)
+    if not feats.is_floating_point() or feats.dtype in (torch.float16, torch.bfloat16):
+        feats = feats.float()
+    w = torch.randn(k, feats.shape[1], k, generator=g, device=g.device,
+                    dtype=torch.float32).to(feats.device, feats.dtype)
+    bias = torch.zeros(k, k, dtype=feats.dtype, device=feats.device)
     if standardize:
-        mean, std = feats.mean(0), feats.std(0, unbiased=False)
-        feats = (feats - mean) / torch.where(std > 0, std, torch.ones_like(std))
-    w = torch.randn(k, feats.shape[1], k, generator=g, device=g.device, dtype=torch.float32)
+        # ((x - mu) / sigma) W_c = x (W_c / sigma) - (mu / sigma) W_c: the z-scored copy of the
+        # inputs is never materialised.
+        mean, std = _feature_moments(feats)
+        inv = torch.where(std > 0, 1.0 / std, torch.ones_like(std)).to(feats.dtype)
+        w = w * inv.view(1, -1, 1)
+        bias = -torch.einsum("s,csk->ck", mean.to(feats.dtype), w)
     # 3. per-instance noisy-label distributions
-    logits = torch.empty(n, k, dtype=torch.float32, device=feats.device)
+    logits = torch.empty(n, k, dtype=feats.dtype, device=feats.device)
     for c in range(k):
         idx = (y == c).nonzero().flatten().to(feats.device)
         if idx.numel():
-            logits[idx] = feats.index_select(0, idx) @ w[c].to(feats.device)
+            logits[idx] = feats.index_select(0, idx) @ w[c] + bias[c]
     y_dev = y.to(logits.device)
     logits[torch.arange(n, device=logits.device), y_dev] = -math.inf
     probs = torch.softmax(logits.double(), dim=1) * q.to(logits.device).unsqueeze(1)
