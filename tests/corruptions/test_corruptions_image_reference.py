@@ -292,3 +292,13 @@ def test_noise_statistics() -> None:
     assert abs(float((y == 1).float().mean()) - amount / 2) < 0.2 * amount / 2
     y = corrupt(x, "speckle_noise", 5, generator=g)
     assert abs(float((y - x).std()) - 0.5 * CIFAR["speckle_noise"][4]) < 0.03 * 0.5 * CIFAR["speckle_noise"][4]
+
+
+@pytest.mark.parametrize("sigma,mode", [(0.8, "nearest"), (1.0, "reflect"), (0.5, "mirror"), (3.0, "nearest")])
+def test_gaussian_blur_paths_match_scipy(sigma: float, mode: str) -> None:
+    # short kernels on large images take the shifted-slice path, the rest the matrix path
+    img = photo_like(1, 128, seed=2)[0] / 255.0
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    got = _ops.gaussian_blur(x, sigma, mode=mode)[0].permute(1, 2, 0).numpy()
+    want = ndi.gaussian_filter(img, (sigma, sigma, 0), mode=mode, truncate=4.0)
+    np.testing.assert_allclose(got, want, atol=1e-12)

@@ -42,10 +42,10 @@ _WEIGHTS = (0.6, 1.0, 0.7)
 def _field(n: int, h: int, w: int, length: float, generator: torch.Generator,
            dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Zero-mean, unit-std Gaussian random field with Gaussian correlation of std ``length`` px."""
-    white = torch.randn((n, h, w), generator=generator, device=generator.device, dtype=torch.float64)
+    white = torch.randn((n, h, w), generator=generator, device=generator.device, dtype=torch.float32)
     spec = torch.fft.rfft2(white.to(device))
-    fy = torch.fft.fftfreq(h, device=device, dtype=torch.float64)[:, None]
-    fx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)[None, :]
+    fy = torch.fft.fftfreq(h, device=device, dtype=torch.float32)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device, dtype=torch.float32)[None, :]
     gain = torch.exp(-2 * math.pi ** 2 * (fx ** 2 + fy ** 2) * length ** 2)
     field = torch.fft.irfft2(spec * gain, s=(h, w))
     field = field - field.mean(dim=(1, 2), keepdim=True)
