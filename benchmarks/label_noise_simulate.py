@@ -92,10 +92,10 @@ def main() -> None:
     for k in (10, 100):
         y = torch.randint(0, k, (args.n,), generator=g)
         t = symmetric_transition(k, 0.4)
-        ours = _time(lambda: transition_noise(y, t, generator=g), args.repeats)
-        clean = _time(lambda: generate_noisy_labels(y.numpy(), t.numpy().T), args.repeats)
+        ours = _time(lambda y=y, t=t: transition_noise(y, t, generator=g), args.repeats)
+        clean = _time(lambda y=y, t=t: generate_noisy_labels(y.numpy(), t.numpy().T), args.repeats)
         n_loop = min(args.n, 20_000)
-        loop = _time(lambda: _loop_choice(y.numpy()[:n_loop], t.numpy(), rng), 1) * args.n / n_loop
+        loop = _time(lambda y=y, t=t, m=n_loop: _loop_choice(y.numpy()[:m], t.numpy(), rng), 1) * args.n / n_loop
         rows.append((f"transition noise, N={args.n:,}, K={k}", f"{ours:.3f} s",
                      f"cleanlab generate_noisy_labels {clean:.3f} s; per-example np.random.choice "
                      f"loop {loop:.1f} s (extrapolated from {n_loop:,})",
@@ -121,7 +121,6 @@ def main() -> None:
     rows.append(("instance-dependent noise, CIFAR-10 size (N=50,000, S=3,072, random pixels)",
                  f"{ours_c:.2f} s", f"reference per-example loop {ref_c:.1f} s (extrapolated from "
                  f"{n_ref:,})", f"{ref_c / ours_c:.1f}x"))
-    del xc
 
     k, n = 10, 20_000
     truth = torch.randint(0, k, (n,), generator=g)

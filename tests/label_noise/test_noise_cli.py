@@ -29,7 +29,7 @@ def test_train_with_label_noise_saves_the_mask(tmp_path, cache, capsys):
     code, out, err = _run(base + ["--label-noise", "symmetric:0.4"], capsys)
     assert code == 0, err
     saved = np.load(out_dir / "noise.npz")
-    train, test = zoo.load_splits("digits")
+    train, _ = zoo.load_splits("digits")
     assert np.array_equal(saved["clean_labels"], train.labels.numpy())
     assert np.array_equal(saved["noise_mask"], saved["noisy_labels"] != saved["clean_labels"])
     assert str(saved["kind"]) == "symmetric" and str(saved["spec"]) == "symmetric:0.4"
@@ -53,7 +53,7 @@ def test_train_with_label_noise_saves_the_mask(tmp_path, cache, capsys):
     ("pair:1.0", "RATE in [0, 1)"),
 ])
 def test_bad_specs_fail_before_training(tmp_path, cache, capsys, spec, text):
-    code, out, err = _run(["train", "--epochs", "1", "--out", str(tmp_path / "r"), "--label-noise", spec],
+    code, _, err = _run(["train", "--epochs", "1", "--out", str(tmp_path / "r"), "--label-noise", spec],
                           capsys)
     assert code == 2 and text in err and "'--label-noise' option" in err
     assert not (tmp_path / "r" / "checkpoint.pt").exists()

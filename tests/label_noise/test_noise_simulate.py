@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from robustlab.data import Dataset, load_digits
-from robustlab.errors import InvalidParameterError, InvalidTypeError, RobustlabError, ShapeError
+from robustlab.errors import (
+    InvalidParameterError,
+    InvalidTypeError,
+    RobustlabError,
+    ShapeError,
+)
 from robustlab.label_noise import (
     NoiseSpec,
     apply_noise_spec,

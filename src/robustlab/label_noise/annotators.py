@@ -30,16 +30,20 @@ from robustlab._constants import (
     MISSING_ANNOTATION,
 )
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
-from robustlab.label_noise.simulate import _sample_rows, _symmetric_t, check_transition_matrix
+from robustlab.label_noise.simulate import (
+    _sample_rows,
+    _symmetric_t,
+    check_transition_matrix,
+)
 
 __all__ = [
-    "annotator_transitions",
-    "simulate_annotators",
-    "check_annotations",
-    "majority_vote",
     "TIE_BREAKS",
     "DawidSkeneResult",
+    "annotator_transitions",
+    "check_annotations",
     "dawid_skene",
+    "majority_vote",
+    "simulate_annotators",
 ]
 
 #: How :func:`majority_vote` resolves ties.

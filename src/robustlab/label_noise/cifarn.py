@@ -40,7 +40,7 @@ from robustlab._constants import (
 from robustlab.errors import DataFormatError, DataNotFoundError, InvalidTypeError
 from robustlab.label_noise.simulate import NoisyLabels
 
-__all__ = ["CifarNLabels", "load_cifar_n", "CIFAR_N_VARIANTS"]
+__all__ = ["CIFAR_N_VARIANTS", "CifarNLabels", "load_cifar_n"]
 
 #: ``variant`` values of :func:`load_cifar_n`.
 CIFAR_N_VARIANTS = ("cifar10n", "cifar100n")
@@ -206,7 +206,7 @@ def _read_npy(file: Path) -> Any:
 
     with open(file, "rb") as fh:
         version = np.lib.format.read_magic(fh)
-        shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+        _, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
                            else np.lib.format.read_array_header_2_0(fh))
         if not dtype.hasobject:
             fh.seek(0)

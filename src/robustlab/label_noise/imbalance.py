@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from robustlab._checks import check_choice, check_generator, check_int, check_labels, check_number, fail
+from robustlab._checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_labels,
+    check_number,
+    fail,
+)
 from robustlab.errors import InvalidParameterError
 
 __all__ = ["IMBALANCE_PROFILES", "long_tail_counts", "long_tail_indices"]

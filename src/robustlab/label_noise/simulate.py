@@ -55,32 +55,38 @@ from robustlab._checks import (
     fail,
 )
 from robustlab._constants import CIFAR10_ASYMMETRIC_MAP, IDN_FLIP_STD
-from robustlab.errors import DataFormatError, DataNotFoundError, InvalidParameterError, InvalidTypeError, ShapeError
+from robustlab.errors import (
+    DataFormatError,
+    DataNotFoundError,
+    InvalidParameterError,
+    InvalidTypeError,
+    ShapeError,
+)
 
 __all__ = [
+    "NOISE_SPEC_KINDS",
+    "RANDOM_INPUT_KINDS",
+    "Diluted",
+    "NoiseSpec",
     "NoisyLabels",
-    "symmetric_noise",
-    "symmetric_transition",
-    "pair_flip_noise",
-    "pair_flip_transition",
+    "apply_noise_spec",
+    "check_transition_matrix",
+    "cifar10_asymmetric_noise",
     "class_map_noise",
     "class_map_transition",
-    "cifar10_asymmetric_noise",
-    "transition_noise",
-    "check_transition_matrix",
-    "instance_dependent_noise",
-    "confusion_noise",
-    "confusion_from_predictions",
     "confusion_from_model",
-    "Diluted",
+    "confusion_from_predictions",
+    "confusion_noise",
     "dilute",
-    "random_labels",
-    "random_inputs",
-    "RANDOM_INPUT_KINDS",
-    "NoiseSpec",
-    "NOISE_SPEC_KINDS",
+    "instance_dependent_noise",
+    "pair_flip_noise",
+    "pair_flip_transition",
     "parse_noise_spec",
-    "apply_noise_spec",
+    "random_inputs",
+    "random_labels",
+    "symmetric_noise",
+    "symmetric_transition",
+    "transition_noise",
 ]
 
 
@@ -576,8 +582,8 @@ def instance_dependent_noise(inputs: Any, labels: Any, num_classes: int, rate: f
 
 def _truncnorm_mean(mu: float, s: float) -> float:
     a, b = (0.0 - mu) / s, (1.0 - mu) / s
-    phi = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
-    big_phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    phi = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    big_phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))
     return mu + s * (phi(a) - phi(b)) / (big_phi(b) - big_phi(a))
 
 
