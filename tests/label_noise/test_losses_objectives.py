@@ -13,9 +13,20 @@ from torch import nn
 
 from robustlab.data import Batch, Dataset, make_synthetic
 from robustlab.errors import InvalidParameterError, ShapeError
-from robustlab.label_noise import BackwardCorrection, ForwardCorrection, Mixup, estimate_transition_anchor
+from robustlab.label_noise import (
+    BackwardCorrection,
+    ForwardCorrection,
+    Mixup,
+    estimate_transition_anchor,
+)
 from robustlab.models import build_model, predict_logits
-from robustlab.training import OBJECTIVES, CrossEntropy, TrainConfig, Trainer, build_objective
+from robustlab.training import (
+    OBJECTIVES,
+    CrossEntropy,
+    TrainConfig,
+    Trainer,
+    build_objective,
+)
 
 LOSS_METHODS = ["label-smoothing", "bootstrap-soft", "bootstrap-hard", "gce", "sce", "nce", "rce", "mae",
                 "nce+rce", "nce+mae", "forward", "backward", "logitclip", "mixup"]
@@ -96,7 +107,14 @@ def test_one_step_reduces_the_objectives_own_loss(name):
 
 @pytest.mark.parametrize("name", ["gce", "nce+rce", "nce+mae", "sce", "logitclip"])
 def test_objective_is_the_mean_of_the_loss_function(name):
-    from robustlab.label_noise import gce_loss, logitclip_loss, mae_loss, nce_loss, rce_loss, sce_loss
+    from robustlab.label_noise import (
+        gce_loss,
+        logitclip_loss,
+        mae_loss,
+        nce_loss,
+        rce_loss,
+        sce_loss,
+    )
 
     functions = {"gce": gce_loss, "sce": sce_loss, "logitclip": logitclip_loss,
                  "nce+rce": lambda z, y: nce_loss(z, y) + rce_loss(z, y),

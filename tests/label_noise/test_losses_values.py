@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustlab.errors import DataNotFoundError, InvalidParameterError, InvalidTypeError, ShapeError, UnknownNameError
+from robustlab.errors import (
+    DataNotFoundError,
+    InvalidParameterError,
+    InvalidTypeError,
+    ShapeError,
+    UnknownNameError,
+)
 from robustlab.label_noise import (
     backward_corrected_loss,
     bootstrap_hard_loss,

@@ -8,7 +8,13 @@ from torch import nn
 
 from robustlab.data import Batch
 from robustlab.errors import InvalidParameterError
-from robustlab.training import BaseObjective, CrossEntropy, ObjectiveOutput, TrainConfig, Trainer
+from robustlab.training import (
+    BaseObjective,
+    CrossEntropy,
+    ObjectiveOutput,
+    TrainConfig,
+    Trainer,
+)
 from robustlab.training import trainer as trainer_module
 from robustlab.training.optim import sam_perturb, sam_restore
 

@@ -31,24 +31,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustlab._checks import check_choice, check_labels, check_logits, check_number, fail
+from robustlab._checks import (
+    check_choice,
+    check_labels,
+    check_logits,
+    check_number,
+    fail,
+)
 from robustlab._constants import LOGITCLIP_NORM_EPS, RCE_LOG_ZERO
 from robustlab.errors import InvalidTypeError, ShapeError
 from robustlab.label_noise.transition import check_transition
 
 __all__ = [
-    "bootstrap_soft_loss",
+    "LOGITCLIP_NORMS",
+    "backward_corrected_loss",
     "bootstrap_hard_loss",
+    "bootstrap_soft_loss",
+    "clip_logits",
+    "forward_corrected_loss",
     "gce_loss",
-    "sce_loss",
+    "logitclip_loss",
+    "mae_loss",
     "nce_loss",
     "rce_loss",
-    "mae_loss",
-    "forward_corrected_loss",
-    "backward_corrected_loss",
-    "logitclip_loss",
-    "clip_logits",
-    "LOGITCLIP_NORMS",
+    "sce_loss",
 ]
 
 #: Norms accepted by :func:`logitclip_loss` (the ``p`` of the logit p-norm).

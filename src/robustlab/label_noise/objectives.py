@@ -38,31 +38,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustlab._checks import check_bool, check_int, check_number, check_pred_probs, fail
+from robustlab._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_pred_probs,
+    fail,
+)
 from robustlab._constants import ANCHOR_QUANTILE, RCE_LOG_ZERO
 from robustlab.data.dataset import Batch, Dataset
 from robustlab.label_noise import losses as L
 from robustlab.label_noise.transition import _anchor_impl, check_transition
-from robustlab.training.objective import OBJECTIVES, BaseObjective, CrossEntropy, ObjectiveOutput
+from robustlab.training.objective import (
+    OBJECTIVES,
+    BaseObjective,
+    CrossEntropy,
+    ObjectiveOutput,
+)
 
 if TYPE_CHECKING:
     from robustlab.training.config import TrainConfig
 
 __all__ = [
-    "LabelSmoothing",
-    "BootstrapSoft",
+    "NCEMAE",
+    "NCERCE",
+    "BackwardCorrection",
     "BootstrapHard",
+    "BootstrapSoft",
+    "ForwardCorrection",
     "GeneralizedCrossEntropy",
-    "SymmetricCrossEntropy",
+    "LabelSmoothing",
+    "LogitClip",
+    "MeanAbsoluteError",
+    "Mixup",
     "NormalizedCrossEntropy",
     "ReverseCrossEntropy",
-    "MeanAbsoluteError",
-    "NCERCE",
-    "NCEMAE",
-    "ForwardCorrection",
-    "BackwardCorrection",
-    "LogitClip",
-    "Mixup",
+    "SymmetricCrossEntropy",
 ]
 
 
@@ -314,8 +326,6 @@ class LogitClip(_PerExampleLoss):
     name = "logitclip"
 
     def __init__(self, *, delta: float = 1.0 / 1.5, norm: str = "l2") -> None:
-        from robustlab._checks import check_choice
-
         self.delta = check_number("delta", delta, low=0.0, low_inclusive=False)
         self.norm = check_choice("norm", norm, L.LOGITCLIP_NORMS)
 
@@ -403,6 +413,7 @@ class _Correction(BaseObjective):
         self.quantile = check_number("quantile", quantile, low=0.0, high=1.0, low_inclusive=False)
         self.filter_outlier = check_bool("filter_outlier", filter_outlier)
         self.transition_: torch.Tensor | None = None  # the T in use (given or estimated)
+        self._operator: torch.Tensor | None = None  # T, or T^-1 for backward correction
         self._run: dict[str, Any] = {}
 
     def setup(self, *, model: torch.nn.Module, train: Dataset, config: TrainConfig,
@@ -441,7 +452,7 @@ class _Correction(BaseObjective):
         generator: torch.Generator = run["generator"]
         epochs = self.estimate_epochs or config.epochs
         n = len(train)
-        n_holdout = min(max(int(round(self.holdout * n)), 1), n - 1) if self.holdout > 0 and n > 1 else 0
+        n_holdout = min(max(round(self.holdout * n), 1), n - 1) if self.holdout > 0 and n > 1 else 0
         order = torch.randperm(n, generator=generator)
         fit = train.subset(order[n_holdout:])
         holdout = train.subset(order[:n_holdout]) if n_holdout else None

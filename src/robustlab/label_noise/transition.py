@@ -24,7 +24,12 @@ from robustlab._checks import (
     fail,
 )
 from robustlab._constants import ANCHOR_QUANTILE, TRANSITION_ROW_ATOL
-from robustlab.errors import DataFormatError, DataNotFoundError, InvalidTypeError, ShapeError
+from robustlab.errors import (
+    DataFormatError,
+    DataNotFoundError,
+    InvalidTypeError,
+    ShapeError,
+)
 
 __all__ = ["check_transition", "estimate_transition_anchor"]
 

@@ -71,9 +71,10 @@ class TrainConfig:
         Where to train; ``None`` uses the device of the model's parameters. Stored as a string.
     sam_rho : float > 0 or None, default None
         Sharpness-aware minimisation (Foret et al., 2021) with neighbourhood radius ``rho`` around
-        the optimizer of ``optimizer`` (the "base optimizer"); works with any objective. The paper
-        uses 0.05 (0.1 for CIFAR-100 in some runs); ASAM uses larger values (0.5 on CIFAR-10).
-        ``None`` trains without SAM. See :func:`robustlab.training.optim.sam_perturb`.
+        the optimizer of ``optimizer`` (the "base optimizer"); works with any objective. 0.05 is
+        the paper's usual value; the ASAM authors use 0.5 with ``sam_adaptive`` on CIFAR-10.
+        ``None`` trains without SAM. Each step costs two forward/backward passes. See
+        :func:`robustlab.training.optim.sam_perturb` and :class:`~robustlab.training.Trainer`.
     sam_adaptive : bool, default False
         Adaptive SAM (ASAM, Kwon et al., 2021): the radius is measured after the element-wise
         rescaling ``T_w = |w| + eta``. Needs ``sam_rho``.
