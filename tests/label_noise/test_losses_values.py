@@ -277,3 +277,25 @@ def test_transition_from_npy_file(tmp_path):
     assert torch.allclose(forward_corrected_loss(Z, Y, str(path)), forward_corrected_loss(Z, Y, T))
     with pytest.raises(DataNotFoundError, match="'transition'.*does not exist"):
         forward_corrected_loss(Z, Y, str(tmp_path / "missing.npy"))
+
+
+# ---------------------------------------------------------------------- authors' code conventions
+def test_matches_the_authors_code_conventions_where_documented():
+    """Re-derived from the APL / SCE / LogitClip reference code (formulas, not copied code)."""
+    z = _random_logits(n=32, k=10, scale=2.0).to(torch.float32)
+    y = torch.arange(32) % 10
+    p = F.softmax(z, 1)
+    onehot = F.one_hot(y, 10).float()
+    # APL code: NCE = sum(onehot * log p) / sum(log p).
+    log_p = F.log_softmax(z, 1)
+    assert torch.allclose(nce_loss(z, y), (onehot * log_p).sum(1) / log_p.sum(1), atol=1e-6)
+    # APL/SCE code: RCE = -sum(clamp(p, 1e-7, 1) * log(clamp(onehot, 1e-4, 1))): our log_zero = ln(1e-4).
+    rce_code = -(p.clamp(1e-7, 1.0) * torch.log(onehot.clamp(1e-4, 1.0))).sum(1)
+    assert torch.allclose(rce_loss(z, y, log_zero=math.log(1e-4)), rce_code, atol=1e-5)
+    # APL code's "reduced MAE" is 1 - p_y, half of ours.
+    assert torch.allclose(mae_loss(z, y) / 2, 1 - (onehot * p).sum(1), atol=1e-6)
+    # LogitClip code with --temp 1 (where its test ||z|| > temp and its bound 1/temp agree).
+    norms = z.norm(dim=1, keepdim=True) + 1e-7
+    clipped = torch.where(norms > 1.0, z / norms, z)
+    assert torch.allclose(logitclip_loss(z, y, delta=1.0), F.cross_entropy(clipped, y, reduction="none"),
+                          atol=1e-6)

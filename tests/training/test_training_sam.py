@@ -224,3 +224,14 @@ def test_checkpoints_from_before_sam_still_resume():
     del saved["sam_rho"], saved["sam_adaptive"]
     assert config.differences(saved) == []
     assert TrainConfig(sam_rho=0.05).differences(saved) == ["sam_rho"]
+
+
+def test_sam_with_a_random_objective_without_logits(toy_data, make_model):
+    """mixup draws from the objective generator and returns no logits; SAM works with it."""
+    import robustlab.label_noise  # noqa: F401  (registers "mixup")
+
+    config = TrainConfig(epochs=2, batch_size=32, sam_rho=0.05)
+    a, b = make_model(0), make_model(0)
+    result = Trainer(a, "mixup", config).fit(toy_data)
+    Trainer(b, "mixup", config).fit(toy_data)
+    assert _same(a, b) and result.history[-1]["train_acc"] is None
