@@ -23,12 +23,13 @@ RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gla
 DETERMINISTIC = tuple(n for n in IMAGE_CORRUPTIONS if n not in RANDOM)
 
 
-def natural_images(n: int, c: int, size: int, seed: int = 0) -> torch.Tensor:
+def natural_images(n: int, c: int, size: int | tuple[int, int], seed: int = 0) -> torch.Tensor:
     """Smooth, moderately saturated images (closer to photos than uniform noise)."""
     g = torch.Generator().manual_seed(seed)
+    hw = (size, size) if isinstance(size, int) else size
     coarse = torch.rand(n, c, 5, 5, generator=g)
-    smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
-    detail = 0.08 * torch.rand(n, c, size, size, generator=g)
+    smooth = F.interpolate(coarse, size=hw, mode="bicubic", align_corners=False)
+    detail = 0.08 * torch.rand(n, c, *hw, generator=g)
     grey = smooth.mean(dim=1, keepdim=True)
     return (0.15 + 0.7 * (0.5 * smooth + 0.5 * grey) + detail).clamp(0, 1)
 
@@ -55,8 +56,10 @@ def test_every_preset_has_a_full_table(preset: str) -> None:
 
 @pytest.mark.parametrize("name", IMAGE_CORRUPTIONS)
 @pytest.mark.parametrize("channels,size,preset", [(3, 32, "cifar"), (1, 8, "mnist"), (3, 8, "cifar"),
-                                                  (1, 28, "mnist"), (3, 17, "cifar")])
-def test_shape_dtype_range_kept(name: str, channels: int, size: int, preset: str) -> None:
+                                                  (1, 28, "mnist"), (3, 17, "cifar"),
+                                                  (3, (20, 33), "cifar"), (1, (40, 9), "mnist")])
+def test_shape_dtype_range_kept(name: str, channels: int, size: int | tuple[int, int],
+                                preset: str) -> None:
     x = natural_images(3, channels, size)
     for severity in (1, 3, 5):
         y = corrupt(x, name, severity, generator=gen(1), preset=preset)

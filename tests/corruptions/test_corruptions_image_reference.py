@@ -302,3 +302,15 @@ def test_gaussian_blur_paths_match_scipy(sigma: float, mode: str) -> None:
     got = _ops.gaussian_blur(x, sigma, mode=mode)[0].permute(1, 2, 0).numpy()
     want = ndi.gaussian_filter(img, (sigma, sigma, 0), mode=mode, truncate=4.0)
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_correlate2d_fft_path_equals_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.rand(2, 3, 40, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    k = torch.rand(9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    via_fft = _ops.correlate2d(x, k, "mirror")
+    monkeypatch.setattr(_ops, "FFT_MIN_TAPS", 1000)
+    direct = _ops.correlate2d(x, k, "mirror")
+    want = np.stack([[cv2.filter2D(p, -1, k.numpy(), borderType=cv2.BORDER_REFLECT_101) for p in img]
+                     for img in x.numpy()])
+    np.testing.assert_allclose(direct.numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(via_fft.numpy(), want, atol=1e-10)

@@ -24,7 +24,7 @@ CV_GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 IC_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 # Kernel side from which correlate2d uses the FFT instead of a direct convolution.
-FFT_MIN_TAPS = 11
+FFT_MIN_TAPS = 8
 # Gaussians of at most this many taps on images of at least SHORT_KERNEL_MIN_SIZE px are applied
 # as shifted slices; all others as dense matrices (BLAS wins on small images and long kernels,
 # and matrices handle every border mode for kernels wider than the image). Measured on CPU.
@@ -183,16 +183,31 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tenso
     n, c, h, w = x.shape
     kernel = kernel.to(dtype=x.dtype, device=x.device)
     xp = pad(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
-    if min(kh, kw) < FFT_MIN_TAPS:
+    if kh * kw < FFT_MIN_TAPS ** 2:
         # sum of shifted planes: faster than a one-channel conv2d on CPU, skips zero taps
         out = torch.zeros(n * c, 1, h, w, dtype=x.dtype, device=x.device)
         for i, j in torch.nonzero(kernel).tolist():
             out += kernel[i, j] * xp[..., i : i + h, j : j + w]
         return out.reshape(n, c, h, w)
-    ph, pw = xp.shape[-2:]
-    spec = torch.fft.rfft2(xp) * torch.fft.rfft2(torch.flip(kernel, (0, 1)), s=(ph, pw))
+    # zero-padding to a 2-3-5-smooth length keeps the FFT fast and the valid part unchanged
+    ph, pw = fft_length(xp.shape[-2]), fft_length(xp.shape[-1])
+    spec = torch.fft.rfft2(xp, s=(ph, pw)) * torch.fft.rfft2(torch.flip(kernel, (0, 1)), s=(ph, pw))
     full = torch.fft.irfft2(spec, s=(ph, pw))
-    return full[..., kh - 1 :, kw - 1 :].reshape(n, c, h, w)
+    return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].reshape(n, c, h, w)
+
+
+@lru_cache(maxsize=256)
+def fft_length(n: int) -> int:
+    """Smallest integer >= n whose only prime factors are 2, 3 and 5."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
 
 
 # --- PIL box resampling -----------------------------------------------------------------------

@@ -33,7 +33,9 @@ Where the output differs from the reference code, and why
 --------------------------------------------------------
 - Outputs are float and not rounded to 8 bits (the references return uint8). Intermediate
   8-bit steps that shape the corruption are kept (glass blur's uint8 image, snow's uint8 layer,
-  spatter's uint8 maps, JPEG itself).
+  spatter's uint8 maps, JPEG itself, which encodes ``round(255 x)``).
+- Random numbers come from the torch generator, so outputs equal the references' in
+  distribution, not draw for draw (the references use NumPy's global RNG).
 - ``motion_blur`` and ``snow``: ImageMagick's ``MotionBlurImage`` (used by the published scripts
   through Wand) is replaced by its documented algorithm as re-implemented in imagecorruptions'
   ``_motion_blur``: a one-sided Gaussian line kernel along the angle, edge-replicated borders.
@@ -273,13 +275,13 @@ def _shot_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
 def _impulse_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     """Salt and pepper: each element becomes 0 or 1 (equally likely) with probability ``c``.
 
-    skimage ``random_noise(mode='s&p', amount=c)``: ``flipped = U <= c``, ``salted = U' <= 0.5``.
+    skimage ``random_noise(mode='s&p', amount=c)`` flips with ``U <= c`` and salts with an
+    independent ``U' <= 0.5``; one uniform gives the same distribution: pepper if ``U < c/2``,
+    salt if ``c/2 <= U < c``.
     """
-    g = kw["generator"]
-    flipped = _ops.rand(tuple(x.shape), g, x) <= c
-    salted = _ops.rand(tuple(x.shape), g, x) <= 0.5
-    out = torch.where(flipped & salted, torch.ones_like(x), x)
-    return torch.where(flipped & ~salted, torch.zeros_like(x), out)
+    u = _ops.rand(tuple(x.shape), kw["generator"], x)
+    out = torch.where(u < c, torch.ones_like(x), x)
+    return torch.where(u < c / 2, torch.zeros_like(x), out)
 
 
 def _speckle_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
