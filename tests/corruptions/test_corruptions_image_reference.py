@@ -218,8 +218,9 @@ def test_matches_imagecorruptions(icc, imagenet_images: np.ndarray, name: str, s
         assert diff.max() <= 1e-3, diff.max()
 
 
-def test_motion_blur_kernel_matches_imagecorruptions(icc) -> None:
-    img = photo_like(1, 40, seed=5)[0].astype(np.float64)
+@pytest.mark.parametrize("size", [40, 100])  # batched-gather path and per-image-slice path
+def test_motion_blur_kernel_matches_imagecorruptions(icc, size: int) -> None:
+    img = photo_like(1, size, seed=5)[0].astype(np.float64)
     for radius, sigma, angle in [(10, 3, 30.0), (15, 8, -44.0), (6, 2, 0.0), (9, 2.5, -12.5)]:
         want = icc._motion_blur(img, radius=radius, sigma=sigma, angle=angle)
         x = torch.from_numpy(img).permute(2, 0, 1)[None]

@@ -30,6 +30,8 @@ FFT_MIN_TAPS = 8
 # and matrices handle every border mode for kernels wider than the image). Measured on CPU.
 SHORT_KERNEL_TAPS = 9
 SHORT_KERNEL_MIN_SIZE = 96
+# Images with fewer pixels get motion blur as batched gathers, larger ones as per-image slices.
+MOTION_SLICE_MIN_PIXELS = 96 * 96
 
 
 # --- randomness (every draw from the caller's generator, on the generator's device) -----------
@@ -304,6 +306,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     ox = torch.ceil(i[None, :] * torch.cos(a)[:, None] - 0.5).long()
     inside = (oy.abs() < h) & (ox.abs() < w)
     keep = torch.cumprod(inside.long(), dim=1).bool()  # stop at the first tap outside
+    if h * w < MOTION_SLICE_MIN_PIXELS:
+        return _motion_gather(x, k, oy, ox, keep)
     # edge-replicated padding once, then every tap is a shifted slice of the padded image
     r = width
     xp = pad(x, r, r, "nearest")
@@ -316,6 +320,25 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
                 break
             dy, dx = oy_l[img][t], ox_l[img][t]
             out[img] += taps[t] * xp[img, :, r + dy : r + dy + h, r + dx : r + dx + w]
+    return out
+
+
+def _motion_gather(x: torch.Tensor, k: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor,
+                   keep: torch.Tensor) -> torch.Tensor:
+    """Motion blur of small images: one batched gather per tap (per-image offsets)."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    hh = torch.arange(h, device=x.device)
+    ww = torch.arange(w, device=x.device)
+    wts = k[None, :] * keep.to(x.dtype)  # (N, width)
+    out = torch.zeros_like(x)
+    for t in range(k.shape[0]):
+        if not bool(keep[:, t].any()):
+            break
+        rows = (hh[None, :] + oy[:, t : t + 1]).clamp(0, h - 1)  # (N, H)
+        cols = (ww[None, :] + ox[:, t : t + 1]).clamp(0, w - 1)  # (N, W)
+        idx = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, -1)
+        out += wts[:, t].view(n, 1, 1, 1) * flat.gather(2, idx).reshape(n, c, h, w)
     return out
 
 
