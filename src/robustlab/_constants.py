@@ -281,3 +281,54 @@ CL_CHUNK_ELEMENTS = 1 << 18
 
 #: Rows per tile when the per-class margins are written transposed (prune_by_noise_rate).
 CL_TRANSPOSE_TILE_ROWS = 256
+
+# --- label audit (robustlab.label_noise: oof, detectors, health, probe; `robustlab audit`) -------
+
+#: Folds of the K-fold cross-validation that produces out-of-sample ``pred_probs``.
+AUDIT_DEFAULT_FOLDS = 5
+
+#: Percentile of the threshold samples' AUM used as the cut-off (Pleiss et al., 2020, Sec. 3).
+AUM_THRESHOLD_PERCENTILE = 99.0
+
+#: Training runs of the AUM threshold-sample procedure, each with a disjoint set of threshold
+#: samples, so that every example is scored in at least one run (Pleiss et al., 2020, Sec. 3).
+AUM_THRESHOLD_RUNS = 2
+
+#: Neighbours of the kNN label-consistency detector (SimiFeat, Zhu et al., 2022 use k = 10).
+KNN_NEIGHBOURS = 10
+
+#: Rows of the feature matrix compared at once in kNN searches (bounds memory to ~chunk x N floats).
+KNN_CHUNK_ROWS = 2048
+
+#: Significance of the one-sided binomial test that flags an example as ReCoV-noisy.
+RECOV_ALPHA = 0.01
+
+#: Repetitions of K-fold cross-validation in ReCoV (Chen et al., 2023).
+RECOV_REPEATS = 50
+
+#: Weight of the exponential moving average that aggregates per-class label quality in multi-label
+#: data (cleanlab.multilabel_classification's default ``alpha``).
+MULTILABEL_EMA_ALPHA = 0.8
+
+#: Cosine similarity above which two different inputs count as near duplicates.
+NEAR_DUPLICATE_COSINE = 0.995
+
+#: Tukey's far-out fence: outlier when the kNN distance exceeds Q3 + factor * IQR.
+OUTLIER_IQR_FACTOR = 3.0
+
+#: Neighbours whose mean distance is the outlier score.
+OUTLIER_NEIGHBOURS = 5
+
+#: Suspects listed in the audit report table, and how many of them get an image thumbnail.
+AUDIT_TOP_SUSPECTS = 20
+AUDIT_THUMBNAILS = 16
+
+#: Near-duplicate / exact-duplicate groups listed in the audit report.
+AUDIT_TOP_DUPLICATES = 10
+
+#: File names written by `robustlab audit` into its output folder.
+AUDIT_SUSPECTS_FILENAME = "suspects.csv"
+
+#: `robustlab audit` defaults: folds and (short) epochs per fold.
+AUDIT_CLI_FOLDS = 5
+AUDIT_CLI_EPOCHS = 10

@@ -335,6 +335,70 @@ def _parse_severities(text: str) -> list[int]:
     return values
 
 
+# --------------------------------------------------------------------------- audit
+from robustlab._constants import AUDIT_CLI_EPOCHS, AUDIT_CLI_FOLDS, AUDIT_TOP_SUSPECTS
+
+
+@app.command(epilog="Example: robustlab audit --data digits --folds 5 --epochs 10 --out runs/audit-digits")
+def audit(
+    data: Annotated[str, typer.Option(help="A built-in dataset name or a path.")] = "digits",
+    model: Annotated[Optional[str], typer.Option(help="Architecture trained on each fold, or a saved robustlab "
+                                                 "model folder (its architecture is retrained). Default: "
+                                                 "small-cnn for images, mlp for tabular data.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder: suspects.csv, results.sqlite, "
+                                                "report.html. Default: runs/audit-DATA.")] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = AUDIT_CLI_FOLDS,
+    epochs: Annotated[int, typer.Option(help="Training epochs per fold (short by default).")] = AUDIT_CLI_EPOCHS,
+    split: Annotated[str, typer.Option(help="Which part of the data to audit: all, train or test.")] = "all",
+    top: Annotated[int, typer.Option(help="Suspects listed in the report.")] = AUDIT_TOP_SUSPECTS,
+    dynamics: Annotated[bool, typer.Option(help="Also train once with per-example records (AUM, forgetting "
+                                           "events).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and of every model.")] = DEFAULT_SEED,
+) -> None:
+    """Find likely label errors, estimate the label noise and describe dataset health.
+
+    Trains a model on K-1 folds and predicts the held-out fold (out-of-sample probabilities), runs
+    confident learning, kNN label consistency and training-dynamics detectors, and writes the ranked
+    suspects (suspects.csv) and an HTML report.
+    """
+    from robustlab._checks import check_choice
+    from robustlab.data import load_dataset
+    from robustlab.label_noise.audit import audit_dataset, write_audit
+
+    check_choice("split", split, ("all", "train", "test"))
+    from robustlab.label_noise.oof import check_folds
+
+    dataset = load_dataset(data, split=split)
+    check_folds(dataset, folds, name="folds")
+    arch = _audit_model(model)
+    outcome = audit_dataset(dataset, model=arch, n_splits=folds, seed=seed, epochs=epochs, dynamics=dynamics)
+    out_dir = out if out is not None else Path("runs") / _slug(f"audit-{Path(data).name}")
+    files = write_audit(outcome, dataset, out_dir, data_info=dataset.info() | {"source": data, "split": split},
+                        top=top)
+    health = outcome.health
+    console = _console()
+    console.print(f"audited {len(dataset)} examples of {data} ({split}) with {folds}-fold {outcome.model_name}: "
+                  f"estimated noise rate {health.noise_rate:.2%}, {health.num_label_issues} likely label "
+                  f"error(s), {health.num_exact_duplicates} exact duplicate(s), "
+                  f"{int(health.outlier_mask.sum())} outlier(s)")
+    console.print(f"suspects: {files.suspects_csv}")
+    console.print(f"report: {files.report_path}")
+
+
+def _audit_model(model: str | None) -> Any:
+    """``--model``: None, an architecture name, or a saved model folder (its config is retrained)."""
+    from robustlab._checks import fail
+    from robustlab.errors import DataNotFoundError
+    from robustlab.models import load_model, model_names
+
+    if model is None or (model in model_names() and not Path(model).exists()):
+        return model
+    if not Path(model).exists():
+        fail("model", f"a saved model folder or an architecture name ({', '.join(model_names())})", model,
+             error=DataNotFoundError)
+    return load_model(model)[1]
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one-line errors with exit status 2; ``--debug`` shows tracebacks."""

@@ -116,3 +116,32 @@ __all__ += [
     "get_self_confidence_for_each_label", "get_normalized_margin_for_each_label",
     "get_confidence_weighted_entropy_for_each_label", "order_label_issues", "SCORE_METHODS",
 ]
+
+# --- label audit beyond confident learning (oof.py, detectors.py, health.py; probe.py registers
+# the scan probe "audit" and is imported by the scan, not here)
+from robustlab.label_noise.detectors import (  # noqa: E402
+    LabelIssues,
+    aum_issues,
+    aum_threshold_issues,
+    combine_by_rank,
+    confident_learning_issues,
+    forgetting_issues,
+    knn_issues,
+    knn_label_distribution,
+    multilabel_issues,
+    multilabel_quality_scores,
+    normalized_ranks,
+    recov_issues,
+    small_loss_issues,
+    train_with_records,
+)
+from robustlab.label_noise.health import DatasetHealth, dataset_health  # noqa: E402
+from robustlab.label_noise.oof import CrossValOutputs, cross_val_outputs, cross_val_pred_probs  # noqa: E402
+
+__all__ += [
+    "cross_val_pred_probs", "cross_val_outputs", "CrossValOutputs", "LabelIssues",
+    "confident_learning_issues", "train_with_records", "aum_issues", "aum_threshold_issues",
+    "small_loss_issues", "forgetting_issues", "knn_label_distribution", "knn_issues", "recov_issues",
+    "multilabel_quality_scores", "multilabel_issues", "combine_by_rank", "normalized_ranks",
+    "DatasetHealth", "dataset_health",
+]
