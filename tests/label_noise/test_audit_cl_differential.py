@@ -23,7 +23,7 @@ from cleanlab import filter as cl_filter  # noqa: E402
 from cleanlab import rank as cl_rank  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Classes .* have at most")
-SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=80, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PRUNE = ("prune_by_noise_rate", "prune_by_class", "both")
 

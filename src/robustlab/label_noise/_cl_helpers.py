@@ -67,8 +67,16 @@ def validate_inputs(labels: Any, pred_probs: Any) -> tuple[np.ndarray, np.ndarra
     if not (np.isfinite(row_sums).all() and p.min() >= 0
             and np.abs(row_sums - 1).max() <= PROB_SUM_ATOL):
         check_pred_probs("pred_probs", p)
-    y = check_labels("labels", labels, num_classes=k, n=n)
-    return to_numpy(y).astype(np.int64, copy=False), p
+    return _labels_array(labels, k, n), p
+
+
+def _labels_array(labels: Any, num_classes: int, n: int) -> np.ndarray:
+    """Labels as int64 NumPy; checked in NumPy, with ``check_labels`` writing any error message."""
+    y = to_numpy(labels) if isinstance(labels, torch.Tensor) else labels
+    if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu" and y.shape[0] == n
+            and y.min() >= 0 and y.max() < num_classes):
+        y = to_numpy(check_labels("labels", labels, num_classes=num_classes, n=n))
+    return y.astype(np.int64, copy=False)
 
 
 def validate_confident_joint(confident_joint: Any, num_classes: int) -> np.ndarray:
@@ -181,22 +189,37 @@ def row_stats(pred_probs: np.ndarray, thresholds: np.ndarray | None) -> RowStats
     so the (N, K) comparison is only made for the rows whose argmax is not confident.
     """
     n, k = pred_probs.shape
-    argmax = np.empty(n, dtype=np.int64)
-    step = max(1, CL_CHUNK_ELEMENTS // k)
-    for lo in range(0, n, step):
-        argmax[lo:lo + step] = pred_probs[lo:lo + step].argmax(axis=1)
+    argmax = pred_probs.argmax(axis=1)
     row_max = pred_probs[np.arange(n), argmax]
     if thresholds is None:
         return RowStats(argmax=argmax, max=row_max, guess=np.empty(0, dtype=np.int64))
     cut = thresholds - CL_FLOAT_COMPARISON
     guess = argmax.copy()
-    unsure = np.flatnonzero(~(row_max >= cut[argmax]))
-    for lo in range(0, unsure.shape[0], step):
-        rows = unsure[lo:lo + step]
-        confident = pred_probs[rows] >= cut
-        count = np.count_nonzero(confident, axis=1)
-        guess[rows] = np.where(count == 1, confident.argmax(axis=1), np.where(count == 0, -1, argmax[rows]))
+    unsure = ~(row_max >= cut[argmax])
+    step = max(1, CL_CHUNK_ELEMENTS // k)
+    if np.count_nonzero(unsure) * 2 > n:
+        # Most rows need the comparison: contiguous chunks beat gathering the rows first.
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            _resolve(pred_probs[lo:hi], cut, argmax[lo:hi], unsure[lo:hi], guess[lo:hi])
+    else:
+        rows = np.flatnonzero(unsure)
+        for lo in range(0, rows.shape[0], step):
+            part = rows[lo:lo + step]
+            sub = guess[part]
+            _resolve(pred_probs[part], cut, argmax[part], np.ones(part.shape[0], dtype=bool), sub)
+            guess[part] = sub
     return RowStats(argmax=argmax, max=row_max, guess=guess)
+
+
+def _resolve(block: np.ndarray, cut: np.ndarray, argmax: np.ndarray, unsure: np.ndarray,
+             guess: np.ndarray) -> None:
+    """Write the confident column of the ``unsure`` rows of ``block`` into ``guess`` (in place):
+    the single confident class, the argmax when several are confident, -1 when none is."""
+    confident = block >= cut
+    count = np.count_nonzero(confident, axis=1)
+    resolved = np.where(count == 1, confident.argmax(axis=1), np.where(count == 0, -1, argmax))
+    guess[unsure] = resolved[unsure]
 
 
 def reduce_issues_mask(labels: np.ndarray, pred_probs: np.ndarray, self_conf: np.ndarray,
