@@ -332,3 +332,9 @@ AUDIT_SUSPECTS_FILENAME = "suspects.csv"
 #: `robustlab audit` defaults: folds and (short) epochs per fold.
 AUDIT_CLI_FOLDS = 5
 AUDIT_CLI_EPOCHS = 10
+
+# --- corruptions: ImageNet-C family image corruptions (robustlab.corruptions.image) ------------
+
+#: Smallest ratio min(H, W) / preset size for which a corruption preset's parameter table is
+#: scaled to the image; below it the preset does not fit (e.g. the 224 px table on 32 px images).
+CORRUPTION_MIN_PRESET_SCALE = 0.25
