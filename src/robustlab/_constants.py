@@ -297,8 +297,8 @@ AUM_THRESHOLD_RUNS = 2
 #: Neighbours of the kNN label-consistency detector (SimiFeat, Zhu et al., 2022 use k = 10).
 KNN_NEIGHBOURS = 10
 
-#: Rows of the feature matrix compared at once in kNN searches (bounds memory to ~chunk x N floats).
-KNN_CHUNK_ROWS = 2048
+#: Similarities held at once in kNN searches (rows per chunk = this // N): 2**24 floats = 64 MiB.
+KNN_CHUNK_ELEMENTS = 2**24
 
 #: Significance of the one-sided binomial test that flags an example as ReCoV-noisy.
 RECOV_ALPHA = 0.01

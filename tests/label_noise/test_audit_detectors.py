@@ -244,3 +244,18 @@ def test_label_issues_is_frozen():
     np.testing.assert_array_equal(res.ranked_indices, [1, 0])
     with pytest.raises(AttributeError):
         res.method = "y"
+
+
+def test_nearest_neighbours_chunked_equals_one_block(monkeypatch):
+    from robustlab.label_noise import detectors
+
+    x = torch.randn(37, 5, generator=torch.Generator().manual_seed(0))
+    whole = [detectors.nearest_neighbours(x, 4, metric=m) for m in ("cosine", "euclidean")]
+    monkeypatch.setattr(detectors, "KNN_CHUNK_ELEMENTS", 37 * 3)  # 3 rows per chunk
+    for (idx, val), metric in zip(whole, ("cosine", "euclidean")):
+        idx2, val2 = detectors.nearest_neighbours(x, 4, metric=metric)
+        torch.testing.assert_close(val2, val)
+        assert torch.equal(idx2, idx)
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    torch.testing.assert_close(whole[1][1], d.topk(4, largest=False).values, atol=1e-4, rtol=1e-4)

@@ -42,7 +42,7 @@ from robustlab._constants import (
     AUDIT_DEFAULT_FOLDS,
     AUM_THRESHOLD_PERCENTILE,
     AUM_THRESHOLD_RUNS,
-    KNN_CHUNK_ROWS,
+    KNN_CHUNK_ELEMENTS,
     KNN_NEIGHBOURS,
     MULTILABEL_EMA_ALPHA,
     RECOV_ALPHA,
@@ -475,8 +475,9 @@ def _check_features(features: Any, n: int | None = None) -> torch.Tensor:
 def nearest_neighbours(features: torch.Tensor, k: int, *, metric: str = "cosine") -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(N, k)`` and similarities (cosine) or distances (euclidean) of each row's k neighbours.
 
-    Self excluded; computed in chunks of rows on the features' device. Neighbours are ordered
-    nearest first; ties go to the lower index.
+    Self excluded; exact (brute force), computed in chunks of rows on the features' device so at
+    most ``KNN_CHUNK_ELEMENTS`` similarities are held at once. Neighbours are ordered nearest
+    first.
     """
     x = features.float()
     n = x.shape[0]
@@ -486,8 +487,9 @@ def nearest_neighbours(features: torch.Tensor, k: int, *, metric: str = "cosine"
         sq = (x * x).sum(dim=1)
     idx_out = torch.empty(n, k, dtype=torch.int64, device=x.device)
     val_out = torch.empty(n, k, dtype=x.dtype, device=x.device)
-    for s in range(0, n, KNN_CHUNK_ROWS):
-        block = x[s:s + KNN_CHUNK_ROWS]
+    rows_per_chunk = max(1, KNN_CHUNK_ELEMENTS // max(1, n))
+    for s in range(0, n, rows_per_chunk):
+        block = x[s:s + rows_per_chunk]
         rows = torch.arange(s, s + block.shape[0], device=x.device)
         if metric == "cosine":
             sim = block @ x.T
