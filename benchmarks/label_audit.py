@@ -52,7 +52,11 @@ FOLDS = 5
 
 
 def _noisy_labels(ds, kind: str, rate: float, seed: int):
-    from robustlab.label_noise import instance_dependent_noise, pair_flip_noise, symmetric_noise
+    from robustlab.label_noise import (
+        instance_dependent_noise,
+        pair_flip_noise,
+        symmetric_noise,
+    )
 
     g = torch.Generator().manual_seed(seed)
     if kind == "symmetric":
@@ -199,8 +203,8 @@ def _verdict(rows: list[dict]) -> str:
     for r in rows:
         by[(r["task"], r["noise"], r["rate"], r["detector"])].append(r)
     cells = sorted({k[:3] for k in by})
-    out = ["| detector | cells with F1 >= cl-kfold | mean F1 - cl-kfold F1 | cpu time / cl-kfold | "
-           "wall time / cl-kfold |", "|---|---:|---:|---:|---:|"]
+    out = [("| detector | cells with F1 >= cl-kfold | mean F1 - cl-kfold F1 | cpu time / cl-kfold | "
+           "wall time / cl-kfold |"), "|---|---:|---:|---:|---:|"]
     for det in ["kfold-ensemble", "aum", "small-loss", "forgetting", "knn-inputs", "single-run-ensemble",
                 "aum-threshold"]:
         wins, diffs, cpu_ratio, wall_ratio, n = 0, [], [], [], 0

@@ -13,7 +13,11 @@ from robustlab.data import Dataset
 from robustlab.errors import InvalidTypeError
 from robustlab.label_noise import DatasetHealth, dataset_health
 from robustlab.label_noise.detectors import _issues
-from robustlab.label_noise.health import exact_duplicates, near_duplicates, outlier_scores
+from robustlab.label_noise.health import (
+    exact_duplicates,
+    near_duplicates,
+    outlier_scores,
+)
 
 
 def _blobs(n_per_class: int = 30, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from robustlab.data import Dataset, stratified_kfold
-from robustlab.errors import InvalidParameterError, InvalidTypeError, ModelOutputError, UnknownNameError
+from robustlab.errors import (
+    InvalidParameterError,
+    InvalidTypeError,
+    ModelOutputError,
+    UnknownNameError,
+)
 from robustlab.label_noise import cross_val_outputs, cross_val_pred_probs
 from robustlab.models import ModelConfig
 from robustlab.training import TrainConfig
@@ -22,7 +27,7 @@ class Memoriser:
     def get_params(self, deep: bool = True) -> dict:
         return {"num_classes": self.num_classes}
 
-    def set_params(self, **params) -> "Memoriser":
+    def set_params(self, **params) -> Memoriser:
         self.__dict__.update(params)
         return self
 

@@ -79,6 +79,20 @@ def test_probe_rows_tables_and_scan_store(tmp_path):
     assert "Label audit" in summary.report_path.read_text()
 
 
+def test_probe_kfold_source_is_seeded_by_the_generator():
+    ds, _ = _tabular()
+    probe = build_probe("audit", source="kfold", arch="mlp", folds=2, epochs=1)
+    assert probe.params() == {"source": "kfold", "top": 20, "knn": True, "embedding": "inputs",
+                              "arch": "mlp", "folds": 2, "epochs": 1}
+
+    def noise(seed):
+        result = probe.run(None, ds, job={}, generator=torch.Generator().manual_seed(seed))
+        assert "2-fold cross-validation of mlp" in result.summary
+        return {r.metric: r.value for r in result.rows if not r.params}
+
+    assert noise(0) == noise(0)
+
+
 def test_probe_on_images_draws_thumbnails():
     g = torch.Generator().manual_seed(1)
     y = torch.arange(3).repeat_interleave(12)
@@ -124,7 +138,7 @@ def test_cli_audit_end_to_end(tmp_path, capsys):
     (["--split", "half"], "'--split'"),
 ])
 def test_cli_audit_bad_input_one_line(tmp_path, capsys, args, needle):
-    code, out, err = _run(["audit", "--data", "wine", "--out", str(tmp_path / "x"), *args], capsys)
+    code, _, err = _run(["audit", "--data", "wine", "--out", str(tmp_path / "x"), *args], capsys)
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
