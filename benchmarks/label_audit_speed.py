@@ -100,7 +100,7 @@ def peak_mb(fn: Callable[[], Any]) -> float:
 
 def same_noise(ours: Any, theirs: tuple[Any, ...]) -> bool:
     py, nm, inv, cj, joint, count = theirs
-    close = dict(rtol=1e-12, atol=1e-15)
+    close = {"rtol": 1e-12, "atol": 1e-15}
     return (np.array_equal(ours.confident_joint, cj) and np.array_equal(ours.joint, joint)
             and np.allclose(ours.prior, py, **close) and np.allclose(ours.noise_matrix, nm, **close)
             and np.allclose(ours.inverse_noise_matrix, inv, **close) and ours.num_label_issues == count)

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 import robustlab.label_noise as ln
 
 cleanlab = pytest.importorskip("cleanlab")
-from cleanlab import count as cl_count  # noqa: E402
-from cleanlab import filter as cl_filter  # noqa: E402
-from cleanlab import rank as cl_rank  # noqa: E402
+from cleanlab import count as cl_count
+from cleanlab import filter as cl_filter
+from cleanlab import rank as cl_rank
 
 pytestmark = pytest.mark.filterwarnings("ignore:Classes .* have at most")
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True,

@@ -16,11 +16,11 @@ import torch
 
 from robustlab._checks import check_labels, check_pred_probs, fail
 from robustlab._constants import (
-    PROB_SUM_ATOL,
     CL_ABSENT_CLASS_THRESHOLD,
     CL_CHUNK_ELEMENTS,
     CL_FLOAT_COMPARISON,
     CL_THRESHOLD_LOWER_BOUND,
+    PROB_SUM_ATOL,
 )
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
 

@@ -47,16 +47,16 @@ from robustlab.label_noise._cl_helpers import (
 )
 
 __all__ = [
+    "NUM_ISSUES_METHODS",
+    "PY_METHODS",
     "NoiseEstimate",
-    "per_class_thresholds",
-    "compute_confident_joint",
     "calibrate_confident_joint",
+    "compute_confident_joint",
     "estimate_joint",
     "estimate_latent",
     "estimate_noise",
     "num_label_issues",
-    "PY_METHODS",
-    "NUM_ISSUES_METHODS",
+    "per_class_thresholds",
 ]
 
 #: How the latent prior p(true label) is computed (cleanlab.internal.latent_algebra.compute_py).

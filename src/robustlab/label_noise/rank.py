@@ -27,10 +27,10 @@ from robustlab.label_noise._cl_helpers import Prepared, to_numpy
 
 __all__ = [
     "SCORE_METHODS",
-    "get_label_quality_scores",
-    "get_self_confidence_for_each_label",
-    "get_normalized_margin_for_each_label",
     "get_confidence_weighted_entropy_for_each_label",
+    "get_label_quality_scores",
+    "get_normalized_margin_for_each_label",
+    "get_self_confidence_for_each_label",
     "order_label_issues",
 ]
 
