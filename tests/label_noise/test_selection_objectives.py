@@ -222,7 +222,7 @@ def test_coteaching_plus_trains_only_on_disagreement():
     # full agreement: no update at all
     ctp.peer.load_state_dict(model.state_dict())
     out = ctp.compute(model, Batch(x, y, torch.arange(60)), epoch=0, step=0)
-    assert float(out.loss) == 0.0 and out.loss.requires_grad
+    assert out.loss.item() == 0.0 and out.loss.requires_grad
 
 
 # ---------------------------------------------------------------------- Adaptive-k
