@@ -145,3 +145,20 @@ __all__ += [
     "multilabel_quality_scores", "multilabel_issues", "combine_by_rank", "normalized_ranks",
     "DatasetHealth", "dataset_health",
 ]
+
+# --- learning with state: sample selection and two-network methods (selection.py, dividemix.py)
+from robustlab.label_noise.dividemix import DivideMix, augment, gmm_clean_probability, sharpen  # noqa: E402
+from robustlab.label_noise.selection import (  # noqa: E402
+    ELR,
+    AdaptiveK,
+    CoTeaching,
+    CoTeachingPlus,
+    coteaching_forget_rate,
+    num_remembered,
+    peer_network,
+)
+
+__all__ += [
+    "ELR", "CoTeaching", "CoTeachingPlus", "AdaptiveK", "DivideMix", "peer_network",
+    "coteaching_forget_rate", "num_remembered", "gmm_clean_probability", "sharpen", "augment",
+]
