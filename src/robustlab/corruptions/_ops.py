@@ -25,11 +25,6 @@ IC_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 # Kernel side from which correlate2d uses the FFT instead of a direct convolution.
 FFT_MIN_TAPS = 8
-# Gaussians of at most this many taps on images of at least SHORT_KERNEL_MIN_SIZE px are applied
-# as shifted slices; all others as dense matrices (BLAS wins on small images and long kernels,
-# and matrices handle every border mode for kernels wider than the image). Measured on CPU.
-SHORT_KERNEL_TAPS = 9
-SHORT_KERNEL_MIN_SIZE = 96
 # Images with fewer pixels get motion blur as batched gathers, larger ones as per-image slices.
 MOTION_SLICE_MIN_PIXELS = 96 * 96
 
@@ -142,22 +137,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float, *, truncate: float = 4.0,
         return x
     taps = gaussian_taps(float(sigma), truncate)
     h, w = x.shape[-2:]
-    if len(taps) > SHORT_KERNEL_TAPS or min(h, w) < SHORT_KERNEL_MIN_SIZE:
-        return separable(x, filter_matrix(h, taps, mode), filter_matrix(w, taps, mode))
-    return correlate1d(correlate1d(x, taps, mode, dim=-2), taps, mode, dim=-1)
-
-
-def correlate1d(x: torch.Tensor, taps: tuple[float, ...], mode: str, *, dim: int) -> torch.Tensor:
-    """Correlation with short centred ``taps`` along ``dim`` (-2 or -1) as shifted slices."""
-    r = len(taps) // 2
-    n = x.shape[dim]
-    idx = torch.as_tensor(border_index(np.arange(-r, n + r), n, mode), device=x.device)
-    xp = x.index_select(dim, idx)
-    out = taps[r] * xp.narrow(dim, r, n)
-    for t, wt in enumerate(taps):
-        if t != r:
-            out = out + wt * xp.narrow(dim, t, n)
-    return out
+    # dense (n, n) matrices: on CPU BLAS beats shifted-slice sums even for short kernels, and
+    # they handle every border mode for kernels wider than the image
+    return separable(x, filter_matrix(h, taps, mode), filter_matrix(w, taps, mode))
 
 
 def cv_gaussian_taps(ksize: int, sigma: float) -> tuple[float, ...]:
