@@ -51,7 +51,7 @@ def _store(row: dict) -> None:  # type: ignore[type-arg]
 def _train(method: str, seed: int, epochs: int):  # type: ignore[no-untyped-def]
     from robustlab import zoo
     from robustlab.models import build_model
-    from robustlab.training import Trainer, TrainConfig, build_objective
+    from robustlab.training import TrainConfig, Trainer, build_objective
 
     train, test = zoo.load_splits("digits")
     norm = zoo._normalisation(train)
@@ -137,26 +137,26 @@ def main() -> None:
          f"Command: `.venv/bin/python benchmarks/corruptions_mce.py --seeds {' '.join(map(str, args.seeds))} "
          f"--epochs {args.epochs}`"),
         "",
-        "Train times were measured on a 2-core machine shared with other jobs (load average above 10), "
+        ("Train times were measured on a 2-core machine shared with other jobs (load average above 10), "
         "so they are inflated and only their ratio means something. `saturate` is the identity on grey "
-        "images (no saturation to change), so its error equals the clean error.",
+        "images (no saturation to change), so its error equals the clean error."),
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
+        (f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
         "Model: small-cnn, AdamW lr 3e-3, cosine, batch 64, same seed for both methods. "
         "Test: the fixed 360-image digits test split (8 x 8 grey), 19 ImageNet-C corruptions x "
-        "severities 1-5 with the `mnist` preset, and the 15 MNIST-C corruptions.",
+        "severities 1-5 with the `mnist` preset, and the 15 MNIST-C corruptions."),
         "",
-        "Errors in % (mean ± std over seeds). The mCE and relative mCE of the AugMix model are "
+        ("Errors in % (mean ± std over seeds). The mCE and relative mCE of the AugMix model are "
         "normalised by the *standard* model (which scores 100 by definition), since AlexNet's "
-        "ImageNet-C errors do not apply to 8 px digits.",
+        "ImageNet-C errors do not apply to 8 px digits."),
         "",
-        "| model | clean error | mean corruption error (19 x 5) | mCE vs standard | relative mCE vs standard "
-        "| mean MNIST-C error | train time / seed |",
+        ("| model | clean error | mean corruption error (19 x 5) | mCE vs standard | relative mCE vs standard "
+        "| mean MNIST-C error | train time / seed |"),
         "|---|---|---|---|---|---|---|",
-        f"| standard (ce) | {spread('clean_std')} | {spread('mce_std')} | 100 | 100 | {spread('mnistc_std')} "
-        f"| {mean('t_std'):.0f} s |",
-        f"| AugMix + JSD | {spread('clean_aug')} | {spread('mce_aug')} | {spread('norm_mce_aug')} "
-        f"| {spread('rel_mce_aug')} | {spread('mnistc_aug')} | {mean('t_aug'):.0f} s |",
+        (f"| standard (ce) | {spread('clean_std')} | {spread('mce_std')} | 100 | 100 | {spread('mnistc_std')} "
+        f"| {mean('t_std'):.0f} s |"),
+        (f"| AugMix + JSD | {spread('clean_aug')} | {spread('mce_aug')} | {spread('norm_mce_aug')} "
+        f"| {spread('rel_mce_aug')} | {spread('mnistc_aug')} | {mean('t_aug'):.0f} s |"),
         "",
         "mCE vs standard leaves out corruptions the standard model never gets wrong (CE divides by "
         "its error); left out, per seed: " + "; ".join(

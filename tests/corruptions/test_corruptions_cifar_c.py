@@ -12,7 +12,12 @@ import torch
 
 from robustlab.corruptions import corrupt, load_cifar_c, write_corrupted
 from robustlab.data import Dataset
-from robustlab.errors import DataFormatError, DataNotFoundError, InvalidParameterError, UnknownNameError
+from robustlab.errors import (
+    DataFormatError,
+    DataNotFoundError,
+    InvalidParameterError,
+    UnknownNameError,
+)
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ def _g(seed: int = 0) -> torch.Generator:
 
 def _band_energy_fraction(noise: np.ndarray, lo: float, hi: float) -> float:
     """Fraction of the (full, two-sided) FFT energy at radial frequencies in [lo, hi) cycles/image."""
-    n, h, w = noise.shape
+    _n, h, w = noise.shape
     spec = np.abs(np.fft.fft2(noise)) ** 2
     fy = np.fft.fftfreq(h) * h
     fx = np.fft.fftfreq(w) * w

@@ -9,7 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.corruptions import IMAGE_CORRUPTIONS, MNIST_C_CORRUPTIONS, TABULAR_CORRUPTIONS
+from robustlab.corruptions import (
+    IMAGE_CORRUPTIONS,
+    MNIST_C_CORRUPTIONS,
+    TABULAR_CORRUPTIONS,
+)
 from robustlab.data import Dataset
 from robustlab.errors import InvalidParameterError, UnknownNameError
 from robustlab.scan import PROBES, build_probe, run_scan

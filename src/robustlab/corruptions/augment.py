@@ -40,14 +40,14 @@ from robustlab.errors import InvalidTypeError
 from robustlab.training.objective import OBJECTIVES, BaseObjective, ObjectiveOutput
 
 __all__ = [
-    "AUGMIX_OPERATIONS",
     "AUGMIX_ALL_OPERATIONS",
-    "augmix",
-    "jensen_shannon",
-    "gaussian_augment",
+    "AUGMIX_OPERATIONS",
     "AugMix",
-    "GaussianAugmentation",
     "CorruptionAugmentation",
+    "GaussianAugmentation",
+    "augmix",
+    "gaussian_augment",
+    "jensen_shannon",
 ]
 
 #: AugMix's default operations (``augmentations.augmentations`` in the official code): those that

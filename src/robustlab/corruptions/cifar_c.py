@@ -26,14 +26,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustlab._checks import check_choice, check_generator, check_int, check_writable_dir, fail
-from robustlab._constants import CIFAR_C_LABELS_FILENAME, CIFAR_C_WRITE_BATCH, CORRUPTION_SEVERITIES
+from robustlab._checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_writable_dir,
+    fail,
+)
+from robustlab._constants import (
+    CIFAR_C_LABELS_FILENAME,
+    CIFAR_C_WRITE_BATCH,
+    CORRUPTION_SEVERITIES,
+)
 from robustlab._io import atomic_path, atomic_write_text
 from robustlab._progress import progress as progress_bar
 from robustlab.data.dataset import ArraySource, Dataset
 from robustlab.errors import DataFormatError, DataNotFoundError, InvalidTypeError
 
-__all__ = ["load_cifar_c", "write_corrupted", "CorruptedWriteSummary", "METADATA_FILENAME"]
+__all__ = ["METADATA_FILENAME", "CorruptedWriteSummary", "load_cifar_c", "write_corrupted"]
 
 #: Sidecar written next to the .npy files by :func:`write_corrupted`.
 METADATA_FILENAME = "robustlab_c.json"
@@ -267,9 +277,8 @@ def _write_labels(folder: Path, dataset: Dataset, repeats: int) -> None:
             existing = None
         if existing is not None and existing.shape == labels.shape and np.array_equal(existing, labels):
             return
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, labels, allow_pickle=False)
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, labels, allow_pickle=False)
 
 
 def _write_one(target: Path, dataset: Dataset, name: str, severities: tuple[int, ...],

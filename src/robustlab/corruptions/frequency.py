@@ -15,12 +15,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustlab._checks import check_generator, check_images, check_int, check_number, fail
+from robustlab._checks import (
+    check_generator,
+    check_images,
+    check_int,
+    check_number,
+    fail,
+)
 from robustlab._constants import EVAL_BATCH_SIZE
 from robustlab.errors import InvalidParameterError, InvalidTypeError
 
-__all__ = ["band_noise", "frequency_band_noise", "FrequencyProfile", "spatial_frequency_profile",
-           "default_center_frequencies"]
+__all__ = [
+    "FrequencyProfile",
+    "band_noise",
+    "default_center_frequencies",
+    "frequency_band_noise",
+    "spatial_frequency_profile",
+]
 
 
 def _radial_frequency(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -142,7 +153,7 @@ def frequency_band_noise(x: Any, center_frequency: float, *, std: float, generat
 def default_center_frequencies(image_size: int) -> tuple[float, ...]:
     """Octave-spaced centres from 1 cycle/image up to the Nyquist frequency ``image_size / 2``."""
     size = check_int("image_size", image_size, low=2)
-    k = int(math.floor(math.log2(size / 2)))
+    k = math.floor(math.log2(size / 2))
     return tuple(float(2 ** i) for i in range(k + 1))
 
 

@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustlab._checks import check_choice, check_generator, check_int, check_probability, fail
+from robustlab._checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_probability,
+    fail,
+)
 from robustlab._constants import (
     ALEXNET_IMAGENET_C_ERRORS,
     ALEXNET_IMAGENET_CLEAN_ERROR,
@@ -22,7 +28,7 @@ from robustlab._constants import (
 )
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
 
-__all__ = ["CorruptionReport", "evaluate_corruptions", "ALEXNET_ERRORS"]
+__all__ = ["ALEXNET_ERRORS", "CorruptionReport", "evaluate_corruptions"]
 
 #: AlexNet ImageNet-C errors per corruption (mean over severities); see ``_constants``.
 ALEXNET_ERRORS: Mapping[str, float] = dict(ALEXNET_IMAGENET_C_ERRORS)

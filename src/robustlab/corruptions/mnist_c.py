@@ -202,7 +202,7 @@ def _impulse_noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _glass_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     sigma, delta, iterations = 0.7 * _ratio(x), max(1, round(1 * _ratio(x))), 2
-    n, c, h, w = x.shape
+    n, _c, h, w = x.shape
     # The reference quantises the blurred image to uint8 (truncation) before shuffling.
     img = torch.floor(_gaussian_blur(x.to(torch.float64), sigma) * 255) / 255
     rows = list(range(h - delta, delta, -1))
@@ -226,7 +226,7 @@ def _glass_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def _motion_blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    n, c, h, w = x.shape
+    n, _c, h, w = x.shape
     radius, sigma = 10 * _ratio(x), 3 * _ratio(x)
     width = int(2 * math.ceil(radius) + 1)  # ImageMagick GetOptimalKernelWidth1D for radius > 0
     taps = torch.arange(width, device=x.device, dtype=torch.float64)
@@ -365,7 +365,7 @@ def _line(c0: torch.Tensor, r0: torch.Tensor, c1: torch.Tensor, r1: torch.Tensor
 
 
 def _overlay(x: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
-    n, _, h, w = x.shape
+    _n, _, h, w = x.shape
     return x.to(torch.float64) + _resize(lines[:, None], h, w)
 
 

@@ -34,7 +34,15 @@ from robustlab.corruptions.tabular import TABULAR_CORRUPTIONS, corrupt_tabular
 from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidTypeError
 from robustlab.models.inference import predict_logits
-from robustlab.scan.probe import PROBES, Figure, Probe, ProbeResult, ResultRow, Table, figure_to_svg
+from robustlab.scan.probe import (
+    PROBES,
+    Figure,
+    Probe,
+    ProbeResult,
+    ResultRow,
+    Table,
+    figure_to_svg,
+)
 
 __all__ = ["CorruptionsProbe"]
 

@@ -36,13 +36,13 @@ from robustlab._constants import (
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
 
 __all__ = [
-    "TABULAR_CORRUPTIONS",
     "IMPUTATIONS",
-    "corrupt_tabular",
-    "tabular_gaussian_noise",
-    "missing_values",
-    "feature_shuffle",
+    "TABULAR_CORRUPTIONS",
     "categorical_flip",
+    "corrupt_tabular",
+    "feature_shuffle",
+    "missing_values",
+    "tabular_gaussian_noise",
 ]
 
 TABULAR_CORRUPTIONS = ("gaussian_noise", "missing_values", "feature_shuffle", "categorical_flip")
