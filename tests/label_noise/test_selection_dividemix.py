@@ -9,7 +9,13 @@ import torch.nn.functional as F
 
 from robustlab.data import Batch, Dataset, make_synthetic
 from robustlab.errors import RobustlabError
-from robustlab.label_noise.dividemix import DivideMix, _gmm_clean_probability, augment, gmm_clean_probability, sharpen
+from robustlab.label_noise.dividemix import (
+    DivideMix,
+    _gmm_clean_probability,
+    augment,
+    gmm_clean_probability,
+    sharpen,
+)
 from robustlab.models import build_model
 from robustlab.training import TrainConfig
 
@@ -52,7 +58,7 @@ def test_sharpen_known_values_and_properties():
     s = sharpen(q, 0.5)
     assert torch.allclose(s.sum(1), torch.ones(20))
     assert torch.equal(s.argmax(1), q.argmax(1))
-    entropy = lambda r: -(r * r.log()).sum(1)  # noqa: E731
+    entropy = lambda r: -(r * r.log()).sum(1)
     assert bool((entropy(s) <= entropy(q) + 1e-6).all())
     with pytest.raises(RobustlabError, match="'temperature'"):
         sharpen(p, 0.0)

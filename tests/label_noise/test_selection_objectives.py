@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -10,7 +11,6 @@ import torch.nn.functional as F
 
 from robustlab.data import Batch, Dataset, make_synthetic
 from robustlab.errors import InvalidParameterError, RobustlabError
-from robustlab.label_noise.dividemix import DivideMix
 from robustlab.label_noise.selection import (
     ELR,
     AdaptiveK,
@@ -147,7 +147,7 @@ def test_elr_regulariser_pulls_towards_the_target_not_the_label():
     # smaller (pushes towards class 0 more) than cross entropy's alone.
     data = Dataset(torch.zeros(1, 2), torch.tensor([1]))
     logits = torch.zeros(1, 2, requires_grad=True)
-    model = lambda x: logits  # noqa: E731
+    model = lambda x: logits
     elr = ELR(lam=3.0, beta=0.0)
     elr.setup(model=torch.nn.Linear(2, 2), train=data, config=TrainConfig(epochs=1), device=CPU,
               generator=torch.Generator())
@@ -163,7 +163,7 @@ def test_elr_regulariser_pulls_towards_the_target_not_the_label():
 def test_forget_rate_schedule_matches_r_of_t():
     rates = [coteaching_forget_rate(e, forget_rate=0.4, num_gradual=10) for e in range(15)]
     assert rates[0] == pytest.approx(0.04) and rates[9] == pytest.approx(0.4) and rates[14] == pytest.approx(0.4)
-    assert all(b >= a for a, b in zip(rates, rates[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(rates))
     assert num_remembered(10, 0.3) == 7 and num_remembered(100, 0.29) == 71 and num_remembered(3, 0.9) == 1
 
 
@@ -265,6 +265,7 @@ def test_adaptive_k_warmup_is_plain_cross_entropy():
     ("coteaching", {"num_gradual": 0}, "num_gradual"),
     ("coteaching+", {"forget_rate": 1.5}, "forget_rate"),
     ("coteaching+", {"init_epochs": -1}, "init_epochs"),
+    ("coteaching+", {"fallback_steps": -1}, "fallback_steps"),
     ("elr", {"beta": 1.0}, "beta"),
     ("elr", {"beta": -0.1}, "beta"),
     ("elr", {"lam": -1.0}, "lam"),
@@ -305,3 +306,16 @@ def test_elr_target_update_renormalises_the_clamped_prediction():
     clamped = torch.tensor([1 - 1e-4, 1e-4, 1e-4])
     assert torch.allclose(elr.targets[0], clamped / clamped.sum(), atol=1e-7)
     assert float(elr.targets[0].sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_coteaching_plus_fallback_trains_on_the_whole_batch_when_the_networks_agree():
+    data = _data(30)
+    model = _model()
+    ctp = CoTeachingPlus(fallback_steps=10)
+    ctp.setup(model=model, train=data, config=TrainConfig(epochs=1), device=CPU, generator=torch.Generator().manual_seed(0))
+    ctp.peer.load_state_dict(model.state_dict())  # identical networks: no disagreement
+    x, y = data.tensors()
+    batch = Batch(x, y, torch.arange(30))
+    out = ctp.compute(model, batch, epoch=0, step=9)
+    assert torch.allclose(out.loss, 2 * F.cross_entropy(model(x), y))
+    assert ctp.compute(model, batch, epoch=0, step=10).loss.item() == 0.0

@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab._checks import as_tensor, check_bool, check_generator, check_int, check_number, check_rng, fail
+from robustlab._checks import (
+    as_tensor,
+    check_bool,
+    check_generator,
+    check_int,
+    check_number,
+    check_rng,
+    fail,
+)
 from robustlab._constants import (
     DIVIDEMIX_ALPHA,
     DIVIDEMIX_GMM_MAX_ITER,
@@ -46,7 +54,7 @@ from robustlab.training.objective import OBJECTIVES, ObjectiveOutput
 if TYPE_CHECKING:
     from robustlab.training.config import TrainConfig
 
-__all__ = ["DivideMix", "gmm_clean_probability", "sharpen", "augment"]
+__all__ = ["DivideMix", "augment", "gmm_clean_probability", "sharpen"]
 
 
 # ---------------------------------------------------------------------- pieces

@@ -42,19 +42,24 @@ from robustlab._constants import (
 )
 from robustlab.data.dataset import Batch, Dataset
 from robustlab.errors import InvalidTypeError
-from robustlab.training.objective import OBJECTIVES, BaseObjective, ObjectiveOutput, ParamSpec
+from robustlab.training.objective import (
+    OBJECTIVES,
+    BaseObjective,
+    ObjectiveOutput,
+    ParamSpec,
+)
 
 if TYPE_CHECKING:
     from robustlab.training.config import TrainConfig
 
 __all__ = [
     "ELR",
+    "AdaptiveK",
     "CoTeaching",
     "CoTeachingPlus",
-    "AdaptiveK",
-    "peer_network",
     "coteaching_forget_rate",
     "num_remembered",
+    "peer_network",
 ]
 
 
@@ -324,6 +329,11 @@ class CoTeachingPlus(CoTeaching):
     init_epochs : int >= 0, default 0
         Epochs of plain Co-teaching before the disagreement step starts. The authors' code uses
         0 for MNIST, 20 for CIFAR-10 and 5 for CIFAR-100 (``init_epoch``).
+    fallback_steps : int >= 0, default 0
+        While ``step < fallback_steps``, a batch on which the networks agree everywhere trains
+        both on the whole batch with cross entropy (the authors' code, with 5000). The default 0
+        follows the paper: no update. The fallback keeps two networks that collapsed to the same
+        prediction from staying stuck (see docs/benchmarks/label_noise.md).
 
     Notes
     -----
@@ -335,7 +345,8 @@ class CoTeachingPlus(CoTeaching):
     Deviations from the authors' code, stated: their ``loss_coteaching_plus`` applies
     ``cross_entropy`` to softmax outputs (a double softmax); here it takes logits, as the paper's
     loss does. When no example disagrees their code still trains on the whole batch for the first
-    5000 iterations; here, as in the paper's Algorithm 1, there is no update. The forget-rate
+    5000 iterations; here, by default, as in the paper's Algorithm 1, there is no update
+    (``fallback_steps=5000`` gives their behaviour). The forget-rate
     schedule is Co-teaching's, as in their code. Metric ``disagree_fraction`` is logged.
 
     References
@@ -347,9 +358,11 @@ class CoTeachingPlus(CoTeaching):
     name = "coteaching+"
 
     def __init__(self, *, forget_rate: float = COTEACHING_FORGET_RATE,
-                 num_gradual: int = COTEACHING_NUM_GRADUAL, init_epochs: int = 0) -> None:
+                 num_gradual: int = COTEACHING_NUM_GRADUAL, init_epochs: int = 0,
+                 fallback_steps: int = 0) -> None:
         super().__init__(forget_rate=forget_rate, num_gradual=num_gradual)
         self.init_epochs = check_int("init_epochs", init_epochs, low=0)
+        self.fallback_steps = check_int("fallback_steps", fallback_steps, low=0)
 
     def compute(self, model: nn.Module, batch: Batch, *, epoch: int, step: int) -> ObjectiveOutput:
         if epoch < self.init_epochs:
@@ -361,7 +374,10 @@ class CoTeachingPlus(CoTeaching):
         forget = self.current_forget_rate(epoch)
         disagree = torch.nonzero(logits1.detach().argmax(1) != logits2.detach().argmax(1)).squeeze(1)
         n = len(batch.labels)
-        if disagree.numel() == 0:
+        if disagree.numel() == 0 and step < self.fallback_steps:
+            loss = F.cross_entropy(logits1, batch.labels) + F.cross_entropy(logits2, batch.labels)
+            kept = n
+        elif disagree.numel() == 0:
             loss, kept = _zero_loss(logits1, logits2), 0
         else:
             loss, kept = _exchange(logits1[disagree], logits2[disagree], batch.labels[disagree], forget)
