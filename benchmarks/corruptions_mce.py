@@ -105,7 +105,8 @@ def main() -> None:
                                     corruptions=[c for c in IMAGE_CORRUPTIONS if base[c] > 0]),
             "norm_excluded": [c for c in IMAGE_CORRUPTIONS if base[c] <= 0],
             # relative CE divides by the standard model's degradation: only where it has one
-            "rel_mce_aug": aug.relative_mce(baseline=base, baseline_clean_error=std.clean_error,
+            "rel_mce_aug": aug.relative_mce(baseline={c: e for c, e in base.items() if e > 0},
+                                            baseline_clean_error=std.clean_error,
                                             corruptions=[c for c in IMAGE_CORRUPTIONS
                                                          if base[c] > std.clean_error]),
             "rel_excluded": [c for c in IMAGE_CORRUPTIONS if base[c] <= std.clean_error],
