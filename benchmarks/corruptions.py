@@ -62,7 +62,7 @@ def _ic_setup() -> None:
     import imagecorruptions.corruptions as icc
     from skimage.filters import gaussian
 
-    def gaussian_compat(image, sigma, multichannel=None, **kw):  # noqa: ANN001, ANN003
+    def gaussian_compat(image, sigma, multichannel=None, **kw):
         return gaussian(image, sigma=sigma, channel_axis=-1 if multichannel else None, **kw)
 
     icc.gaussian = gaussian_compat
@@ -100,7 +100,7 @@ def _run_part(job: tuple[str, str, int, str, int, int]) -> int:
     return 5 * len(imgs)
 
 
-def _rate(pool, tool: str, name: str, size: int, preset: str, n: int) -> float:  # noqa: ANN001
+def _rate(pool, tool: str, name: str, size: int, preset: str, n: int) -> float:
     pool.map(_run_part, [(tool, name, size, preset, CORES, k) for k in range(CORES)])  # warm-up
     start = time.perf_counter()
     done = sum(pool.map(_run_part, [(tool, name, size, preset, n, k) for k in range(CORES)]))
@@ -143,11 +143,11 @@ def throughput(quick: bool = False) -> str:
             full = [1 / sum(1 / r[k] for r in rows) for k in (1, 2, 3)]
             summary.append((size, preset, *full))
             lines += [
-                f"### {size} px (`preset=\"{preset}\"`; robustlab {n_ours} images x 5 severities, "
-                f"imagecorruptions {n_ref} images over the 5 severities)",
+                (f"### {size} px (`preset=\"{preset}\"`; robustlab {n_ours} images x 5 severities, "
+                 f"imagecorruptions {n_ref} images over the 5 severities)"),
                 "",
-                "| corruption | robustlab, 2 processes (images/s) | robustlab, 2 threads (images/s) "
-                "| imagecorruptions, 2 processes (images/s) | speed-up |",
+                ("| corruption | robustlab, 2 processes (images/s) | robustlab, 2 threads (images/s) "
+                 "| imagecorruptions, 2 processes (images/s) | speed-up |"),
                 "|---|---:|---:|---:|---:|",
             ]
             for name, ours, threads, ref in rows:
@@ -158,14 +158,14 @@ def throughput(quick: bool = False) -> str:
     head = [
         "## Throughput of the 19 image corruptions",
         "",
-        f"Machine: {platform.machine()}, {CORES} cores, torch {torch.__version__}, imagecorruptions "
-        f"1.1.2; load average {load:.1f} at the start (other jobs shared the machine). Both tools "
-        f"get the same {CORES} cores the same way: a pool of {CORES} worker processes (1 torch "
-        f"thread each), each corrupting every other image - robustlab as one batch per severity, "
-        "imagecorruptions one image per call (its API). The '2 threads' column is robustlab in one "
-        f"process with {CORES} torch threads (what a plain script gets); on a shared, overloaded "
-        "machine OpenMP threads wait for each other and this column suffers most. "
-        "Speed-up = robustlab (2 processes) / imagecorruptions (2 processes).",
+        (f"Machine: {platform.machine()}, {CORES} cores, torch {torch.__version__}, imagecorruptions "
+         f"1.1.2; load average {load:.1f} at the start (other jobs shared the machine). Both tools "
+         f"get the same {CORES} cores the same way: a pool of {CORES} worker processes (1 torch "
+         f"thread each), each corrupting every other image - robustlab as one batch per severity, "
+         "imagecorruptions one image per call (its API). The '2 threads' column is robustlab in one "
+         f"process with {CORES} torch threads (what a plain script gets); on a shared, overloaded "
+         "machine OpenMP threads wait for each other and this column suffers most. "
+         "Speed-up = robustlab (2 processes) / imagecorruptions (2 processes)."),
         "",
         "| image size | robustlab full set (images/s) | imagecorruptions full set (images/s) | speed-up | target |",
         "|---|---:|---:|---:|---:|",
@@ -213,10 +213,10 @@ def agreement(quick: bool = False) -> str:
     names = ["brightness", "contrast", "saturate", "gaussian_blur", "defocus_blur", "zoom_blur",
              "pixelate", "jpeg_compression"]
     lines = ["## Agreement with imagecorruptions (deterministic corruptions)", "",
-             f"{len(imgs)} images of 224 px, `preset=\"imagenet\"`, float32, severities 1-5; "
-             "differences on the 0-255 scale against imagecorruptions' unrounded outputs. pixelate "
-             "differs by design: the published scripts upsample with BOX (robustlab), "
-             "imagecorruptions with NEAREST.", "",
+             (f"{len(imgs)} images of 224 px, `preset=\"imagenet\"`, float32, severities 1-5; "
+              "differences on the 0-255 scale against imagecorruptions' unrounded outputs. pixelate "
+              "differs by design: the published scripts upsample with BOX (robustlab), "
+              "imagecorruptions with NEAREST."), "",
              "| corruption | max abs difference | mean abs difference |", "|---|---:|---:|"]
     for name in names:
         diffs = []
@@ -249,8 +249,8 @@ def main() -> None:
         kept[name] = SECTIONS[name](quick=args.quick)
         print(kept[name], flush=True)
     parts = ["# Benchmark: corruptions", "",
-             "Generated by `benchmarks/corruptions.py` (each section records its own run; "
-             f"last run {time.strftime('%Y-%m-%d')}: {', '.join(args.sections)}).", ""]
+             ("Generated by `benchmarks/corruptions.py` (each section records its own run; "
+              f"last run {time.strftime('%Y-%m-%d')}: {', '.join(args.sections)})."), ""]
     for name in SECTIONS:
         if name in kept:
             parts += [f"{_MARK}{name} -->", kept[name].strip(), ""]

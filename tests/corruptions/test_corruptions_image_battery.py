@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,12 @@ from robustlab.corruptions import (
     preset_for,
 )
 from robustlab.corruptions._image_params import PRESETS
-from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError, UnknownNameError
+from robustlab.errors import (
+    InvalidParameterError,
+    InvalidTypeError,
+    ShapeError,
+    UnknownNameError,
+)
 
 RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur",
           "motion_blur", "snow", "frost", "fog", "spatter", "elastic_transform")
@@ -186,7 +193,7 @@ def test_distance_grows_with_severity(name: str, preset: str, size: int) -> None
     assert (d[3] + d[4]) / 2 > (d[0] + d[1]) / 2, d
     if name in MONOTONE:
         # motion blur: CIFAR severities 3 and 4 differ only in a radius beyond the Gaussian's reach
-        assert all(b > a or (name == "motion_blur" and b >= a - 1e-7) for a, b in zip(d, d[1:])), d
+        assert all(b > a or (name == "motion_blur" and b >= a - 1e-7) for a, b in itertools.pairwise(d)), d
 
 
 def test_saturate_is_identity_on_grey() -> None:

@@ -21,8 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from robustlab.corruptions import corrupt
-from robustlab.corruptions import _ops, _spatter
+from robustlab.corruptions import _ops, _spatter, corrupt
 from robustlab.corruptions._image_params import PRESETS
 
 cv2 = pytest.importorskip("cv2")

@@ -18,11 +18,12 @@ the reference's comments. The function named in each comment is the one in those
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["Preset", "PRESETS"]
+__all__ = ["PRESETS", "Preset"]
 
 
 @dataclass(frozen=True)

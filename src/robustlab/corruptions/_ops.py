@@ -224,7 +224,7 @@ def pil_box_matrix(in_size: int, out_size: int) -> np.ndarray:
 def _zoom_geometry(n: int, factor: float) -> tuple[int, int, int, int]:
     ch = int(np.ceil(n / factor))
     top = (n - ch) // 2
-    out_len = int(round(ch * factor))
+    out_len = round(ch * factor)
     return top, ch, out_len, (out_len - n) // 2
 
 
@@ -253,7 +253,7 @@ def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: s
     with ``align_corners=False``, pixel centres with ``True``) and clamps the neighbours, which
     gives the same weights as reflecting the neighbour indices.
     """
-    n, c, h, w = x.shape
+    h, w = x.shape[-2:]
     if mode == "reflect":
         gx = (2 * xs + 1) / w - 1
         gy = (2 * ys + 1) / h - 1
@@ -278,8 +278,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     full width; taps from the first one that leaves the image onwards are dropped (as in
     imagecorruptions' ``_motion_blur``).
     """
-    n, c, h, w = x.shape
-    width = 2 * int(math.ceil(radius)) + 1
+    n, _, h, w = x.shape
+    width = 2 * math.ceil(radius) + 1
     i = torch.arange(width, dtype=torch.float64, device=x.device)
     k = torch.exp(-(i ** 2) / (2 * sigma ** 2))
     k = (k / k.sum()).to(x.dtype)

@@ -70,15 +70,22 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from robustlab._checks import check_choice, check_generator, check_images, check_int, fail
+from robustlab._checks import (
+    check_choice,
+    check_generator,
+    check_images,
+    check_int,
+    fail,
+)
 from robustlab._constants import (
     CORRUPTION_MIN_PRESET_SCALE,
     CORRUPTION_SEVERITIES,
@@ -91,10 +98,10 @@ from robustlab.corruptions._spatter import water_mask
 from robustlab.errors import ShapeError
 
 __all__ = [
-    "IMAGE_CORRUPTIONS",
     "BENCHMARK_CORRUPTIONS",
-    "EXTRA_CORRUPTIONS",
     "CORRUPTION_CATEGORIES",
+    "EXTRA_CORRUPTIONS",
+    "IMAGE_CORRUPTIONS",
     "IMAGE_PRESETS",
     "corrupt",
     "preset_for",
@@ -301,7 +308,7 @@ def _glass_blur(x: torch.Tensor, c: tuple[float, int, int], **kw: Any) -> torch.
     sigma, delta, iterations = c
     s, g = kw["scale"], kw["generator"]
     sigma = sigma * s
-    delta = max(1, int(round(delta * s)))
+    delta = max(1, round(delta * s))
     n, ch, h, w = x.shape
     # np.uint8(v * 255) truncates; the epsilon keeps exact integers exact in float32
     y = torch.floor(_ops.gaussian_blur(x, sigma) * 255 + 1e-4).clamp(0, 255) / 255
@@ -319,7 +326,7 @@ def _disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     BORDER_REFLECT_101 on the kernel array; zero rows/columns at the rim are cropped (exact).
     """
     big = radius > 8
-    half = int(math.ceil(radius)) if big else 8
+    half = math.ceil(radius) if big else 8
     grid = np.arange(-half, half + 1, dtype=np.float64)
     yy, xx = np.meshgrid(grid, grid)
     disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float64)
@@ -393,7 +400,7 @@ def _fog(x: torch.Tensor, c: tuple[float, float], **kw: Any) -> torch.Tensor:
     strength, decay = c
     g, spec = kw["generator"], kw["spec"]
     n, _, h, w = x.shape
-    side = int(math.ceil(max(h, w) * spec.fog_map_ratio - 1e-9))
+    side = math.ceil(max(h, w) * spec.fog_map_ratio - 1e-9)
     mapsize = 1 << max(side - 1, 1).bit_length()
     plasma = _ops.plasma_fractal(n, mapsize, decay, g, x.device)[:, :h, :w].to(x.dtype)
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
