@@ -84,7 +84,14 @@ def scan(
     from robustlab.scan.runner import check_backend
 
     check_backend(backend)
-    names = PROBES.names() if probes.strip() == "all" else [p.strip() for p in probes.split(",") if p.strip()]
+    from robustlab._constants import SCAN_PROBE_ORDER
+
+    def position(name: str) -> tuple[int, str]:  # the report's order: known probes first
+        order = list(SCAN_PROBE_ORDER)
+        return (order.index(name) if name in order else len(order), name)
+
+    names = (sorted(PROBES.names(), key=position) if probes.strip() == "all"
+             else [p.strip() for p in probes.split(",") if p.strip()])
     probe_objs = [build_probe(n) for n in names]
     entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=epochs, retrain=retrain)
     out_dir = out if out is not None else Path("runs") / _slug(f"scan-{Path(data).name}-{Path(model).name}")
@@ -127,13 +134,19 @@ def _print_scan_summary(summary: Any) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for probe, metric, value in summary.headline:
-        table.add_row(probe, metric, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(probe, metric, _format_value(value))
     console.print(table)
     console.print(f"jobs run: {summary.jobs_run}, skipped (already stored): {summary.jobs_skipped}, "
                   f"failed: {len(summary.failed)}")
     for probe, job, error in summary.failed:
         console.print(f"[red]failed[/red] {probe} {job}: {error}")
     console.print(f"report: {summary.report_path}")
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _slug(text: str) -> str:
