@@ -10,7 +10,6 @@ is the unit that is stored in one transaction, skipped on resume and, later, sen
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import numbers
@@ -285,43 +284,8 @@ class Probe(Protocol):
         ...
 
 
-class _ProbeRegistry(Registry[Any]):
-    """Registry that imports :data:`BUILTIN_PROBE_MODULES` on first read, so nothing runs at import."""
-
-    def __init__(self) -> None:
-        super().__init__("probe")
-        self._loaded = False
-
-    def _load_builtins(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True  # set first: the modules register themselves through this registry
-        for module in BUILTIN_PROBE_MODULES:
-            importlib.import_module(module)
-
-    def get(self, name: str) -> Any:
-        self._load_builtins()
-        return super().get(name)
-
-    def names(self) -> list[str]:
-        self._load_builtins()
-        return super().names()
-
-    def __contains__(self, name: object) -> bool:
-        self._load_builtins()
-        return super().__contains__(name)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        self._load_builtins()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._load_builtins()
-        return super().__len__()
-
-
 #: Probe classes (or factories) by name. ``build_probe(name, **params)`` instantiates one.
-PROBES: Registry[Any] = _ProbeRegistry()
+PROBES: Registry[Any] = Registry("probe", builtin_modules=lambda: BUILTIN_PROBE_MODULES)
 
 
 def build_probe(name: str, **params: Any) -> Probe:

@@ -35,7 +35,6 @@ How the methods on the roadmap fit:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -237,45 +236,10 @@ def _init_params(obj: object) -> dict[str, Any]:
     return {n: getattr(obj, n) for n in names if hasattr(obj, n)}
 
 
-class _ObjectiveRegistry(Registry[type[BaseObjective]]):
-    """Registry that imports :data:`BUILTIN_METHOD_MODULES` on first read, so nothing runs at import."""
-
-    def __init__(self) -> None:
-        super().__init__("method")
-        self._loaded = False
-
-    def _load_builtins(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True  # set first: the modules register themselves through this registry
-        for module in BUILTIN_METHOD_MODULES:
-            importlib.import_module(module)
-
-    def get(self, name: str) -> type[BaseObjective]:
-        self._load_builtins()
-        return super().get(name)
-
-    def names(self) -> list[str]:
-        self._load_builtins()
-        return super().names()
-
-    def __contains__(self, name: object) -> bool:
-        self._load_builtins()
-        return super().__contains__(name)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        self._load_builtins()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._load_builtins()
-        return super().__len__()
-
-
 #: Registered training objectives by name; ``--method NAME`` on the command line. Built-in
 #: methods living outside this module (robust losses, ...) are listed in
 #: :data:`BUILTIN_METHOD_MODULES` and imported on first lookup.
-OBJECTIVES: Registry[type[BaseObjective]] = _ObjectiveRegistry()
+OBJECTIVES: Registry[type[BaseObjective]] = Registry("method", builtin_modules=lambda: BUILTIN_METHOD_MODULES)
 
 
 @OBJECTIVES.register("ce")
