@@ -180,7 +180,7 @@ def train(
     """Train a model on a dataset with a named objective; checkpoints every epoch (--resume continues)."""
     from robustlab import zoo
     from robustlab._checks import check_writable_dir
-    from robustlab.models import ModelConfig, build_model, save_model
+    from robustlab.models import save_model
     from robustlab.training import Trainer, TrainConfig, build_objective
 
     out_dir = check_writable_dir("out", out)
@@ -191,10 +191,7 @@ def train(
                          record_examples=record_examples, seed=seed)
     train_ds, test_ds = zoo.load_splits(data)
     train_ds = _apply_label_noise(noise_spec, train_ds, seed=seed, out_dir=out_dir, resume=resume)
-    norm = zoo._normalisation(train_ds)
-    net = build_model(model, train_ds.input_shape, train_ds.num_classes, seed=seed, **norm)
-    mconf = ModelConfig.for_model(model, train_ds.input_shape, train_ds.num_classes, params=norm,
-                                  class_names=train_ds.class_names)
+    net, mconf = zoo.build_for_data(model, train_ds, seed=seed)
     result = Trainer(net, objective, config).fit(train_ds, val=test_ds, run_dir=out_dir, resume=resume)
     save_model(result.model, out_dir / "model", mconf)
     (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
@@ -440,8 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        hint = " (see --help)" if type(exc).__name__ != "Exit" else ""
-        print(f"robustlab: usage error: {_one_line(message)}{hint}", file=sys.stderr)
+        print(f"robustlab: usage error: {_one_line(message)} (see --help)", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2) or 2)
 
 

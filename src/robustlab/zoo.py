@@ -27,7 +27,8 @@ from robustlab._constants import CACHE_ENV, DEFAULT_CACHE_DIR
 from robustlab.data import Dataset
 from robustlab.errors import CheckpointError
 
-__all__ = ["Recipe", "ZooModel", "RECIPES", "get_model", "cache_dir", "load_splits"]
+__all__ = ["Recipe", "ZooModel", "RECIPES", "get_model", "cache_dir", "load_splits", "build_for_data",
+           "input_statistics"]
 
 logger = logging.getLogger("robustlab.zoo")
 
@@ -128,7 +129,7 @@ def get_model(
     cache : Path, optional
         Cache folder; defaults to :func:`cache_dir`.
     """
-    from robustlab.models import ModelConfig, build_model, load_model, save_model
+    from robustlab.models import load_model, save_model
     from robustlab.training import Trainer, TrainConfig, build_objective
 
     check_choice("arch", arch, RECIPES)
@@ -148,11 +149,7 @@ def get_model(
             return ZooModel(model, config, train, test, model_path, history, cached=True)
         except (CheckpointError, ValueError) as exc:  # a damaged cache entry is rebuilt, not fatal
             logger.warning("cached model %s unusable (%s); retraining", folder, exc)
-    model = build_model(arch, train.input_shape, train.num_classes, seed=seed, **recipe.arch_params,
-                        **_normalisation(train))
-    config = ModelConfig.for_model(arch, train.input_shape, train.num_classes,
-                                   params={**recipe.arch_params, **_normalisation(train)},
-                                   class_names=train.class_names)
+    model, config = build_for_data(arch, train, seed=seed, arch_params=recipe.arch_params)
     tconf = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, optimizer=recipe.optimizer,
                         lr=recipe.lr, weight_decay=recipe.weight_decay, schedule=recipe.schedule,
                         seed=seed)
@@ -167,8 +164,28 @@ def get_model(
     return ZooModel(result.model, config, train, test, model_path, list(result.history), cached=False)
 
 
-def _normalisation(train: Dataset) -> dict[str, Any]:
-    """Per-channel (images) or per-feature (tabular) mean/std of the training inputs."""
+def build_for_data(arch: str, train: Dataset, *, seed: int,
+                   arch_params: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any]:
+    """A freshly initialised ``arch`` for ``train`` and the ModelConfig that rebuilds it.
+
+    The model's normalisation layer gets the training inputs' statistics
+    (:func:`input_statistics`), computed once and stored in the config.
+    """
+    from robustlab.models import ModelConfig, build_model
+
+    params = {**(arch_params or {}), **input_statistics(train)}
+    model = build_model(arch, train.input_shape, train.num_classes, seed=seed, **params)
+    config = ModelConfig.for_model(arch, train.input_shape, train.num_classes, params=params,
+                                   class_names=train.class_names)
+    return model, config
+
+
+def input_statistics(train: Dataset) -> dict[str, Any]:
+    """Per-channel (images) or per-feature (tabular) mean/std of the training inputs.
+
+    Returned as ``{"mean": [...], "std": [...]}``, the keyword arguments of
+    :func:`robustlab.models.build_model`'s normalisation layer.
+    """
     total = None
     total_sq = None
     count = 0

@@ -229,7 +229,7 @@ class _TorchSpec:
 
     def build(self, train: Dataset, *, seed: int, num_classes: int | None = None) -> torch.nn.Module:
         """A fresh model for ``train`` (normalisation from ``train`` when built from a name)."""
-        from robustlab.zoo import _normalisation
+        from robustlab.zoo import input_statistics
 
         k = train.num_classes if num_classes is None else num_classes
         if self.config is not None:
@@ -238,7 +238,7 @@ class _TorchSpec:
                 conf = ModelConfig(conf.name, conf.input_shape, num_classes, params=conf.params,
                                    mean=conf.mean, std=conf.std)
             return conf.build(seed=seed)
-        conf = ModelConfig.for_model(self.arch, train.input_shape, k, params=_normalisation(train))
+        conf = ModelConfig.for_model(self.arch, train.input_shape, k, params=input_statistics(train))
         return conf.build(seed=seed)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -62,7 +63,7 @@ def predict_logits(
         batches = (x[i:i + batch_size] for i in range(0, n, batch_size))
     target = torch.device(device) if device is not None else _model_device(model)
     outs = []
-    ctx = eval_mode(model) if isinstance(model, torch.nn.Module) else _null()
+    ctx = eval_mode(model) if isinstance(model, torch.nn.Module) else nullcontext()
     with ctx:
         for xb in batches:
             if target is not None:
@@ -87,11 +88,3 @@ def _model_device(model: Any) -> torch.device | None:
         for t in model.buffers():
             return t.device
     return None
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
