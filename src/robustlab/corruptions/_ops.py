@@ -74,21 +74,6 @@ def border_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
     raise ValueError(mode)
 
 
-def border_index_t(idx: torch.Tensor, n: int, mode: str) -> torch.Tensor:
-    """Torch version of :func:`border_index`."""
-    if mode == "nearest" or n == 1:
-        return idx.clamp(0, n - 1)
-    if mode == "mirror":
-        period = 2 * n - 2
-        m = torch.remainder(idx, period)
-        return torch.where(m >= n, period - m, m)
-    if mode == "reflect":
-        period = 2 * n
-        m = torch.remainder(idx, period)
-        return torch.where(m >= n, period - 1 - m, m)
-    raise ValueError(mode)
-
-
 def pad(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
     """Pad the last two dims by ``ph``/``pw`` on each side; any pad width, any border mode."""
     h, w = x.shape[-2:]
