@@ -62,6 +62,13 @@ _MAX_LEVEL = 10.0
 
 
 # --------------------------------------------------------------------------- helpers
+def _require_generator(generator: torch.Generator | None) -> torch.Generator:
+    """The generator an objective got in ``setup()``; fails if it was never set up."""
+    if generator is None:
+        fail("generator", "set by setup() (use the objective through a Trainer)", None)
+    return generator
+
+
 def _uniform(n: int, g: torch.Generator, like: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     u = torch.rand((n,), generator=g, device=g.device, dtype=torch.float64).to(like.device)
     return low + (high - low) * u
@@ -368,13 +375,8 @@ class AugMix(BaseObjective):
         self._generator = generator
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
-        return _augmix_impl(x, self._require_generator(), self.width, self.depth, self.severity,
+        return _augmix_impl(x, _require_generator(self._generator), self.width, self.depth, self.severity,
                             self.alpha, self.operations)
-
-    def _require_generator(self) -> torch.Generator:
-        if self._generator is None:
-            fail("generator", "set by setup() (use the objective through a Trainer)", None)
-        return self._generator
 
     def compute(self, model: torch.nn.Module, batch: Batch, *, epoch: int, step: int) -> ObjectiveOutput:
         x, y = batch.inputs, batch.labels
@@ -451,9 +453,7 @@ class GaussianAugmentation(BaseObjective):
         self._generator = generator
 
     def compute(self, model: torch.nn.Module, batch: Batch, *, epoch: int, step: int) -> ObjectiveOutput:
-        g = self._generator
-        if g is None:
-            fail("generator", "set by setup() (use the objective through a Trainer)", None)
+        g = _require_generator(self._generator)
         x = batch.inputs
         noisy = _gaussian_impl(x, self.sigma, g, self.clip)
         if self.probability < 1:
@@ -520,9 +520,7 @@ class CorruptionAugmentation(BaseObjective):
     def compute(self, model: torch.nn.Module, batch: Batch, *, epoch: int, step: int) -> ObjectiveOutput:
         from robustlab.corruptions.image import corrupt
 
-        g = self._generator
-        if g is None or self._preset is None:
-            fail("generator", "set by setup() (use the objective through a Trainer)", None)
+        g = _require_generator(self._generator if self._preset is not None else None)
         x = batch.inputs
         n = x.shape[0]
         hit = torch.rand((n,), generator=g, device=g.device) < self.probability
