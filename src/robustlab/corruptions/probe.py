@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -213,21 +213,21 @@ class CorruptionsProbe(Probe):
         from robustlab.corruptions.image import corrupt
 
         preset = self._preset(data)
-        out = []
-        for s in self.severities:
-            correct = 0
-            for batch in data.batches(self.batch_size):
-                xc = corrupt(batch.inputs, corruption, s, generator=g, preset=preset)
-                correct += _correct(model, xc, batch.labels, data.num_classes, self.batch_size)
-            out.append(correct / len(data))
-        return out
+        return [self._batched_accuracy(
+                    model, data, lambda x, s=s: corrupt(x, corruption, s, generator=g, preset=preset))
+                for s in self.severities]
 
     def _mnist_c_accuracy(self, model: Any, data: Dataset, corruption: str) -> float:
         g = self._generator("mnist_c", corruption)
+        return self._batched_accuracy(model, data, lambda x: corrupt_mnist_c(x, corruption, generator=g))
+
+    def _batched_accuracy(self, model: Any, data: Dataset,
+                          corrupt_batch: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Accuracy on ``data`` with each batch's inputs passed through ``corrupt_batch``."""
         correct = 0
         for batch in data.batches(self.batch_size):
-            xc = corrupt_mnist_c(batch.inputs, corruption, generator=g)
-            correct += _correct(model, xc, batch.labels, data.num_classes, self.batch_size)
+            correct += _correct(model, corrupt_batch(batch.inputs), batch.labels, data.num_classes,
+                                self.batch_size)
         return correct / len(data)
 
     def _run_summary(self, model: Any, data: Dataset) -> ProbeResult:
