@@ -120,14 +120,8 @@ def _check_config_matches(model: nn.Module, config: ModelConfig) -> None:
         raise
     except Exception:  # a user-registered factory that cannot run on "meta": build it for real
         reference = config.build()
-    ours = model.state_dict()
-    theirs = reference.state_dict()
-    problems = _key_problems(set(theirs) - set(ours), set(ours) - set(theirs))
-    shapes = [k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape]
-    if shapes:
-        k = sorted(shapes)[0]
-        problems.append(f"{len(shapes)} shape mismatch(es), e.g. {k!r}: model {tuple(ours[k].shape)}, "
-                        f"config {tuple(theirs[k].shape)}")
+    problems = _state_problems(reference.state_dict(), model.state_dict(), expected_name="config",
+                               actual_name="model")
     if problems:
         raise InvalidParameterError(
             f"The 'config' parameter must describe the model being saved. Got a config for "
@@ -474,15 +468,8 @@ def _load_weights(
         dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
         if len(dtypes) == 1:  # a model saved after .double() / .half() comes back the same
             model.to(dtypes.pop())
-    expected = model.state_dict()
-    missing = set(expected) - set(state) - set(optional)
-    unexpected = set(state) - set(expected)
-    problems = _key_problems(missing, unexpected)
-    shapes = sorted(k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
-    if shapes:
-        k = shapes[0]
-        problems.append(f"{len(shapes)} shape mismatch(es), e.g. {k!r}: file {tuple(state[k].shape)}, "
-                        f"model {tuple(expected[k].shape)}")
+    problems = _state_problems(model.state_dict(), state, expected_name="model", actual_name="file",
+                               optional=optional)
     if problems:
         name = f"the {arch!r} architecture" if arch else "the architecture in its config"
         raise CheckpointError(f"The weights in '{file}' do not match {name}: {'; '.join(problems)}.")
@@ -490,6 +477,18 @@ def _load_weights(
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"The weights in '{file}' could not be loaded: {_first_line(exc)}") from None
+
+
+def _state_problems(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], *,
+                    expected_name: str, actual_name: str, optional: Collection[str] = ()) -> list[str]:
+    """Missing and unexpected keys of ``actual`` against ``expected``, then shape mismatches."""
+    problems = _key_problems(set(expected) - set(actual) - set(optional), set(actual) - set(expected))
+    shapes = sorted(k for k in expected.keys() & actual.keys() if expected[k].shape != actual[k].shape)
+    if shapes:
+        k = shapes[0]
+        problems.append(f"{len(shapes)} shape mismatch(es), e.g. {k!r}: {actual_name} "
+                        f"{tuple(actual[k].shape)}, {expected_name} {tuple(expected[k].shape)}")
+    return problems
 
 
 def _key_problems(missing: set[str], unexpected: set[str]) -> list[str]:
