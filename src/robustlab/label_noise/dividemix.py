@@ -14,7 +14,6 @@ Pieces, each usable and tested on its own:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +46,7 @@ from robustlab._constants import (
 )
 from robustlab._model_state import eval_mode
 from robustlab.data.dataset import Batch, Dataset
-from robustlab.label_noise.selection import _PeerObjective
+from robustlab.label_noise.selection import _PeerObjective, _zero_loss
 from robustlab.models.inference import predict_logits
 from robustlab.training.objective import OBJECTIVES, ObjectiveOutput
 
@@ -259,7 +258,8 @@ class DivideMix(_PeerObjective):
       (the authors' code leaves it unseeded).
 
     Metrics: ``labelled_fraction_1``/``_2`` (share of the batch labelled for each network),
-    ``lx``, ``lu``, ``lambda_u``.
+    ``lx``, ``lu``, ``lambda_u``. A checkpoint holds the peer network only: the division is
+    recomputed from both networks at every epoch start.
 
     References
     ----------
@@ -380,7 +380,7 @@ class DivideMix(_PeerObjective):
         mixed_targets = lam * targets + (1.0 - lam) * targets[perm]
         logits = net(mixed_inputs)
         n_x = m * x.shape[0]
-        zero = logits.sum() * 0.0
+        zero = _zero_loss(logits)
         lx = -(F.log_softmax(logits[:n_x], dim=1) * mixed_targets[:n_x]).sum(dim=1).mean() if n_x else zero
         lu = ((F.softmax(logits[n_x:], dim=1) - mixed_targets[n_x:]) ** 2).mean() if n_x < len(logits) else zero
         prior = torch.full((num_classes,), 1.0 / num_classes, device=logits.device, dtype=logits.dtype)
@@ -414,11 +414,3 @@ class DivideMix(_PeerObjective):
         seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self._generator))
         lam = float(np.random.default_rng(seed).beta(self.alpha, self.alpha))
         return max(lam, 1.0 - lam)
-
-    def state_dict(self) -> dict[str, Any]:
-        # The division is recomputed from the networks at every epoch start, so the peer suffices.
-        return super().state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-
