@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from robustlab._checks import (
-    as_tensor,
     check_bool,
     check_choice,
     check_finite,
@@ -1028,6 +1027,6 @@ def apply_noise_spec(spec: NoiseSpec | str, dataset: Any, *,
         noisy = instance_dependent_noise(inputs, y, k, spec.rate, generator=g)
     else:
         t = _load_transition_file(spec.path)
-        t = check_transition_matrix("label_noise", as_tensor("label_noise", t), num_classes=k)
+        t = check_transition_matrix("label_noise", t, num_classes=k)
         noisy = transition_noise(y, t, generator=g)
     return dataset.with_labels(noisy.labels.cpu(), name=f"{dataset.name}-{spec.kind}"), noisy
