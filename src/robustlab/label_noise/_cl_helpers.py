@@ -35,6 +35,11 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
+def as_numpy(x: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a NumPy array, before validation."""
+    return to_numpy(x) if hasattr(x, "detach") else np.asarray(x)
+
+
 def validate_inputs(labels: Any, pred_probs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``(labels, pred_probs)`` once and return them as NumPy arrays.
 

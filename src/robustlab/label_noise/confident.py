@@ -38,6 +38,7 @@ from robustlab._constants import (
 from robustlab.errors import InvalidParameterError, ShapeError
 from robustlab.label_noise._cl_helpers import (
     Prepared,
+    as_numpy,
     check_filter_labels,
     confident_counts,
     round_preserving_row_totals,
@@ -391,7 +392,7 @@ def _matrix_size(confident_joint: Any) -> int:
 
 
 def _check_thresholds(thresholds: Any, num_classes: int) -> np.ndarray:
-    t = to_numpy(thresholds) if hasattr(thresholds, "detach") else np.asarray(thresholds)
+    t = as_numpy(thresholds)
     if t.dtype.kind not in "iuf" or t.size != num_classes or t.ndim not in (1, 2) \
             or (t.ndim == 2 and t.shape[1] != 1):
         fail("thresholds", f"a float array of shape ({num_classes},) or ({num_classes}, 1)", t,

@@ -28,8 +28,8 @@ from robustlab.errors import InvalidParameterError, ShapeError
 from robustlab.label_noise._cl_helpers import (
     Prepared,
     argsort_prefix_mask,
+    as_numpy,
     round_preserving_row_totals,
-    to_numpy,
     validate_confident_joint,
 )
 from robustlab.label_noise.confident import (
@@ -190,7 +190,7 @@ def _finish_options(prep: Prepared, filter_by: str, frac_noise: float, num_to_re
                     min_examples: int, confident_joint: Any) -> tuple[Any, ...]:
     k = prep.num_classes
     if num_to_remove is not None:
-        r = to_numpy(num_to_remove) if hasattr(num_to_remove, "detach") else np.asarray(num_to_remove)
+        r = as_numpy(num_to_remove)
         if r.shape != (k,) or r.dtype.kind not in "iu":
             raise ShapeError(f"The 'num_to_remove_per_class' parameter must be {k} integers (one per "
                              f"class). Got {r.shape} values of dtype {r.dtype} instead.",

@@ -23,7 +23,7 @@ from scipy.special import xlogy
 from robustlab._checks import check_bool, check_choice, fail
 from robustlab._constants import CL_CHUNK_ELEMENTS, CL_CLIPPING_LOWER_BOUND
 from robustlab.errors import InvalidParameterError, ShapeError
-from robustlab.label_noise._cl_helpers import Prepared, to_numpy
+from robustlab.label_noise._cl_helpers import Prepared, as_numpy
 
 __all__ = [
     "SCORE_METHODS",
@@ -150,7 +150,7 @@ def _check_method(method: Any, adjust: Any, *, name: str = "method") -> tuple[st
 
 
 def _check_mask(mask: Any, n: int) -> np.ndarray:
-    m = to_numpy(mask) if hasattr(mask, "detach") else np.asarray(mask)
+    m = as_numpy(mask)
     if m.dtype != bool:
         fail("mask", "a boolean array", m)
     if m.shape != (n,):
