@@ -22,11 +22,7 @@ def check_input_shape(input_shape: Any, *, model: str | None = None) -> tuple[in
     With ``model`` given, the shape must be an image of at least ``MIN_IMAGE_SIZE`` pixels a side
     (the convolutional architectures downsample three times).
     """
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        fail("input_shape", _SHAPE_TEXT, input_shape, error=InvalidTypeError)
-    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape):
-        fail("input_shape", _SHAPE_TEXT, input_shape, error=InvalidTypeError)
-    shape = tuple(int(d) for d in input_shape)
+    shape = _int_tuple("input_shape", input_shape, _SHAPE_TEXT)
     if len(shape) not in (1, 3) or min(shape) < 1:
         fail("input_shape", _SHAPE_TEXT, shape)
     if model is not None and (len(shape) != 3 or min(shape[1:]) < MIN_IMAGE_SIZE):
@@ -43,15 +39,20 @@ def check_positive_ints(name: str, value: Any, *, length: int | None = None,
                         allow_empty: bool = False) -> tuple[int, ...]:
     """A sequence of positive ints (layer widths), returned as a tuple."""
     what = f"a sequence of {length} positive ints" if length is not None else "a sequence of positive ints"
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        fail(name, what, value, error=InvalidTypeError)
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        fail(name, what, value, error=InvalidTypeError)
-    out = tuple(int(v) for v in value)
+    out = _int_tuple(name, value, what)
     if (length is not None and len(out) != length) or (not out and not allow_empty) \
             or any(v < 1 for v in out):
         fail(name, what, out)
     return out
+
+
+def _int_tuple(name: str, value: Any, what: str) -> tuple[int, ...]:
+    """A sequence (not a string) of ints (not bools) as a tuple; anything else is a type error."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        fail(name, what, value, error=InvalidTypeError)
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        fail(name, what, value, error=InvalidTypeError)
+    return tuple(int(v) for v in value)
 
 
 def make_normalize(input_shape: tuple[int, ...], mean: Stats | None, std: Stats | None) -> Normalize:
