@@ -210,6 +210,7 @@ def spatial_frequency_profile(model: Any, data: Any, *, std: float, generator: t
     -------
     FrequencyProfile
     """
+    from robustlab.corruptions.metrics import batched_accuracy
     from robustlab.data.dataset import Dataset
     from robustlab.models.inference import predict_logits
 
@@ -222,15 +223,9 @@ def spatial_frequency_profile(model: Any, data: Any, *, std: float, generator: t
         _check_band(f, bandwidth_octaves, h, w)[0] for f in center_frequencies)
     labels = data.labels
     clean = predict_logits(model, data, batch_size=batch_size).argmax(1)
-    acc = []
-    for f in freqs:
-        correct = 0
-        for batch in data.batches(batch_size):
-            xn = frequency_band_noise(batch.inputs, f, std=std, generator=generator,
-                                      bandwidth_octaves=bandwidth_octaves)
-            pred = predict_logits(model, xn, batch_size=batch_size, num_classes=data.num_classes).argmax(1)
-            correct += int((pred == batch.labels).sum())
-        acc.append(correct / max(len(data), 1))
+    acc = [batched_accuracy(model, data, lambda x, f=f: frequency_band_noise(
+               x, f, std=std, generator=generator, bandwidth_octaves=bandwidth_octaves), batch_size)
+           for f in freqs]
     return FrequencyProfile(np.array(freqs), np.array(acc),
                             float((clean == labels).double().mean()) if len(labels) else 0.0,
                             std, float(bandwidth_octaves))

@@ -6,7 +6,7 @@ method of it, so one evaluation feeds every number a paper reports.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,11 +258,21 @@ def evaluate_corruptions(
     acc = np.zeros((len(names), len(sev)))
     for i, name in enumerate(names):
         for j, s in enumerate(sev):
-            correct = 0
-            for batch in data.batches(batch_size):
-                x = corrupt(batch.inputs, name, s, generator=generator, preset=preset)
-                pred = predict_logits(model, x, batch_size=batch_size, num_classes=data.num_classes).argmax(1)
-                correct += int((pred == batch.labels).sum())
-            acc[i, j] = correct / max(len(data), 1)
+            acc[i, j] = batched_accuracy(
+                model, data, lambda x, name=name, s=s: corrupt(x, name, s, generator=generator, preset=preset),
+                batch_size)
     return CorruptionReport(tuple(names), tuple(sev), acc, clean_accuracy=clean_acc)
 
+
+def batched_accuracy(model: Any, data: Any, corrupt_batch: Callable[[torch.Tensor], torch.Tensor],
+                     batch_size: int) -> float:
+    """Accuracy of ``model`` on ``data`` with each batch's inputs passed through ``corrupt_batch``
+    (batches in order, so a shared generator is consumed the same way every time)."""
+    from robustlab.models.inference import predict_logits
+
+    correct = 0
+    for batch in data.batches(batch_size):
+        x = corrupt_batch(batch.inputs)
+        pred = predict_logits(model, x, batch_size=batch_size, num_classes=data.num_classes).argmax(1)
+        correct += int((pred == batch.labels).sum())
+    return correct / max(len(data), 1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,11 @@ import torch
 
 from robustlab._checks import check_bool, check_choice, check_int, fail
 from robustlab._constants import CORRUPTION_SEVERITIES, DEFAULT_SEED, EVAL_BATCH_SIZE
-from robustlab.corruptions.metrics import ALEXNET_ERRORS, CorruptionReport
+from robustlab.corruptions.metrics import (
+    ALEXNET_ERRORS,
+    CorruptionReport,
+    batched_accuracy,
+)
 from robustlab.corruptions.mnist_c import MNIST_C_CORRUPTIONS, corrupt_mnist_c
 from robustlab.corruptions.tabular import TABULAR_CORRUPTIONS, corrupt_tabular
 from robustlab.data.dataset import Dataset
@@ -213,22 +217,15 @@ class CorruptionsProbe(Probe):
         from robustlab.corruptions.image import corrupt
 
         preset = self._preset(data)
-        return [self._batched_accuracy(
-                    model, data, lambda x, s=s: corrupt(x, corruption, s, generator=g, preset=preset))
+        return [batched_accuracy(
+                    model, data, lambda x, s=s: corrupt(x, corruption, s, generator=g, preset=preset),
+                    self.batch_size)
                 for s in self.severities]
 
     def _mnist_c_accuracy(self, model: Any, data: Dataset, corruption: str) -> float:
         g = self._generator("mnist_c", corruption)
-        return self._batched_accuracy(model, data, lambda x: corrupt_mnist_c(x, corruption, generator=g))
-
-    def _batched_accuracy(self, model: Any, data: Dataset,
-                          corrupt_batch: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        """Accuracy on ``data`` with each batch's inputs passed through ``corrupt_batch``."""
-        correct = 0
-        for batch in data.batches(self.batch_size):
-            correct += _correct(model, corrupt_batch(batch.inputs), batch.labels, data.num_classes,
+        return batched_accuracy(model, data, lambda x: corrupt_mnist_c(x, corruption, generator=g),
                                 self.batch_size)
-        return correct / len(data)
 
     def _run_summary(self, model: Any, data: Dataset) -> ProbeResult:
         family = "image" if data.is_image else "tabular"
@@ -277,11 +274,6 @@ def _corruption_rows(family: str, corruption: str, severities: Sequence[int],
     rows.append(ResultRow("corruption_error", 1.0 - float(np.mean(accs)),
                           params={"family": family, "corruption": corruption}))
     return rows
-
-
-def _correct(model: Any, x: torch.Tensor, labels: torch.Tensor, num_classes: int, batch_size: int) -> int:
-    pred = predict_logits(model, x, batch_size=batch_size, num_classes=num_classes).argmax(1)
-    return int((pred == labels).sum())
 
 
 def _accuracy(model: Any, x: Any, labels: torch.Tensor, num_classes: int, batch_size: int) -> float:
