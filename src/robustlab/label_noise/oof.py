@@ -24,12 +24,12 @@ import torch
 
 from robustlab._checks import check_int, fail
 from robustlab._constants import AUDIT_DEFAULT_FOLDS, EVAL_BATCH_SIZE
-from robustlab._model_state import eval_mode
 from robustlab._progress import progress as progress_bar
 from robustlab.data.dataset import Dataset
 from robustlab.data.split import stratified_kfold
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ModelOutputError
 from robustlab.models.config import ModelConfig
+from robustlab.models.inference import predict_logits
 from robustlab.models.registry import model_names
 
 __all__ = [
@@ -368,41 +368,18 @@ def logits_and_features(
     mode; the caller's train/eval mode is restored. A model without a linear layer (or a plain
     callable) gives ``None``.
     """
-    from robustlab._checks import check_logits
-
     head = _last_linear(model) if (features and isinstance(model, torch.nn.Module)) else None
     captured: list[torch.Tensor] = []
     handle = None
     if head is not None:
         handle = head.register_forward_hook(lambda _m, inp, _out: captured.append(
             inp[0].detach().reshape(inp[0].shape[0], -1).float().cpu()))
-    device = None
-    if isinstance(model, torch.nn.Module):
-        device = next((t.device for t in model.parameters()), None)
-    outs = []
-    ctx = eval_mode(model) if isinstance(model, torch.nn.Module) else _Null()
     try:
-        with ctx:
-            for batch in data.batches(batch_size):
-                xb = batch.inputs if device is None else batch.inputs.to(device)
-                out = model(xb)
-                check_logits("model output", out, n=xb.shape[0], num_classes=data.num_classes)
-                outs.append(out.detach().float().cpu())
+        logits = predict_logits(model, data, batch_size=batch_size)
     finally:
         if handle is not None:
             handle.remove()
-    k = data.num_classes
-    logits = torch.cat(outs) if outs else torch.empty(0, k)
     feats = torch.cat(captured) if (head is not None and captured) else None
     if feats is not None and feats.shape[0] != logits.shape[0]:
         feats = None  # the head ran more or fewer times than batches: not a plain classifier head
     return logits, feats
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
