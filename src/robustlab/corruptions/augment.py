@@ -34,7 +34,7 @@ from robustlab._constants import (
     AUGMIX_WIDTH,
     CORRUPTION_SEVERITIES,
 )
-from robustlab.corruptions.mnist_c import _warp
+from robustlab.corruptions.mnist_c import _eye, _warp
 from robustlab.data.dataset import Batch
 from robustlab.errors import InvalidTypeError
 from robustlab.training.objective import OBJECTIVES, BaseObjective, ObjectiveOutput
@@ -143,7 +143,7 @@ def _shear(x: torch.Tensor, severity: float, g: torch.Generator, axis: int) -> t
     # PIL AFFINE (1, s, 0, 0, 1, 0) shears about the image's top-left corner, not its centre.
     n, _, h, w = x.shape
     s = _levels(n, severity, g, x) * 0.3 / _MAX_LEVEL * _signs(n, g, x)
-    m = torch.eye(2, dtype=torch.float64, device=x.device).expand(n, 2, 2).clone()
+    m = _eye(n, x)
     t = torch.zeros(n, 2, dtype=torch.float64, device=x.device)
     if axis == 0:
         m[:, 0, 1] = s
@@ -158,7 +158,7 @@ def _translate(x: torch.Tensor, severity: float, g: torch.Generator, axis: int) 
     n, _, h, w = x.shape
     size = w if axis == 0 else h
     pixels = torch.floor(_levels(n, severity, g, x) * (size / 3) / _MAX_LEVEL) * _signs(n, g, x)
-    m = torch.eye(2, dtype=torch.float64, device=x.device).expand(n, 2, 2).clone()
+    m = _eye(n, x)
     t = torch.zeros(n, 2, dtype=torch.float64, device=x.device)
     t[:, axis] = pixels
     return _affine(x, m, t)
