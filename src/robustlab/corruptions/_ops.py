@@ -31,18 +31,17 @@ MOTION_SLICE_MIN_PIXELS = 96 * 96
 
 # --- randomness (every draw from the caller's generator, on the generator's device) -----------
 
-def _draw_dtype(like: torch.Tensor) -> torch.dtype:
-    # float32 draws for every image dtype: float32 and float64 images get the same noise
-    return torch.float32
+# float32 draws for every image dtype: float32 and float64 images get the same noise
+_DRAW_DTYPE = torch.float32
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    out = torch.randn(shape, generator=generator, device=generator.device, dtype=_draw_dtype(like))
+    out = torch.randn(shape, generator=generator, device=generator.device, dtype=_DRAW_DTYPE)
     return out.to(device=like.device, dtype=like.dtype)
 
 
 def rand(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    out = torch.rand(shape, generator=generator, device=generator.device, dtype=_draw_dtype(like))
+    out = torch.rand(shape, generator=generator, device=generator.device, dtype=_DRAW_DTYPE)
     return out.to(device=like.device, dtype=like.dtype)
 
 
