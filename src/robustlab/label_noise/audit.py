@@ -33,7 +33,7 @@ from robustlab.label_noise.detectors import (
     knn_issues,
     train_with_records,
 )
-from robustlab.label_noise.health import DatasetHealth, dataset_health
+from robustlab.label_noise.health import DatasetHealth, _flat_inputs, dataset_health
 from robustlab.label_noise.oof import (
     cross_val_outputs,
     default_train_config,
@@ -131,8 +131,7 @@ def audit_dataset(
     if len(data) > KNN_NEIGHBOURS:
         emb = outputs.features
         if emb is None:
-            x, _ = data.tensors()
-            emb = x.reshape(len(data), -1).numpy()
+            emb = _flat_inputs(data).numpy()
         detectors["knn"] = knn_issues(emb, data.labels, num_classes=data.num_classes)
     use_dynamics = bool(dynamics) and hasattr(spec, "train_config")
     if use_dynamics:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustlab._checks import check_choice, check_int, fail
+from robustlab._checks import check_bool, check_choice, check_int, fail
 from robustlab._constants import (
     AUDIT_DEFAULT_FOLDS,
     AUDIT_THUMBNAILS,
@@ -34,7 +34,7 @@ from robustlab._constants import (
 from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidTypeError
 from robustlab.label_noise.detectors import knn_issues
-from robustlab.label_noise.health import DatasetHealth, dataset_health
+from robustlab.label_noise.health import DatasetHealth, _flat_inputs, dataset_health
 from robustlab.label_noise.oof import (
     cross_val_outputs,
     default_train_config,
@@ -108,9 +108,7 @@ class AuditProbe(Probe):
         self.folds = check_int("folds", folds, low=2)
         self.epochs = None if epochs is None else check_int("epochs", epochs, low=1)
         self.top = check_int("top", top, low=1)
-        if not isinstance(knn, bool):
-            fail("knn", "a bool", knn, error=InvalidTypeError)
-        self.knn = knn
+        self.knn = check_bool("knn", knn)
         self.embedding = check_choice("embedding", embedding, ("inputs", "model"))
 
     def params(self) -> dict[str, Any]:
@@ -141,16 +139,11 @@ class AuditProbe(Probe):
             note = f"out-of-sample pred_probs from {self.folds}-fold cross-validation of {arch}"
         detectors = {}
         if self.knn and len(data) > KNN_NEIGHBOURS:
-            emb = features if features is not None else _flat(data)
+            emb = features if features is not None else _flat_inputs(data).numpy()
             detectors["knn"] = knn_issues(emb, data.labels, num_classes=data.num_classes)
         space = features if self.embedding == "model" else None
         health = dataset_health(data, pred_probs=pred_probs, features=space, detectors=detectors)
         return audit_result(health, data, top=self.top, note=note)
-
-
-def _flat(data: Dataset) -> np.ndarray:
-    x, _ = data.tensors()
-    return x.reshape(len(data), -1).numpy()
 
 
 # --------------------------------------------------------------------------- result
