@@ -30,17 +30,16 @@ from robustlab.label_noise.detectors import (
     LabelIssues,
     aum_issues,
     forgetting_issues,
-    knn_issues,
     train_with_records,
 )
-from robustlab.label_noise.health import DatasetHealth, _flat_inputs, dataset_health
+from robustlab.label_noise.health import DatasetHealth, dataset_health
 from robustlab.label_noise.oof import (
     cross_val_outputs,
     default_train_config,
     derived_seed,
     resolve_model,
 )
-from robustlab.label_noise.probe import AuditProbe, audit_result, default_arch
+from robustlab.label_noise.probe import AuditProbe, audit_result, default_arch, knn_on
 from robustlab.models.config import ModelConfig
 
 __all__ = ["AuditFiles", "AuditOutcome", "audit_dataset", "write_audit"]
@@ -129,10 +128,7 @@ def audit_dataset(
                                 progress=progress)
     detectors: dict[str, LabelIssues] = {}
     if len(data) > KNN_NEIGHBOURS:
-        emb = outputs.features
-        if emb is None:
-            emb = _flat_inputs(data).numpy()
-        detectors["knn"] = knn_issues(emb, data.labels, num_classes=data.num_classes)
+        detectors["knn"] = knn_on(data, outputs.features)
     use_dynamics = bool(dynamics) and hasattr(spec, "train_config")
     if use_dynamics:
         result = train_with_records(data, model, seed=derived_seed(seed, n_splits), train_config=train_config)

@@ -33,7 +33,7 @@ from robustlab._constants import (
 )
 from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidTypeError
-from robustlab.label_noise.detectors import knn_issues
+from robustlab.label_noise.detectors import LabelIssues, knn_issues
 from robustlab.label_noise.health import DatasetHealth, _flat_inputs, dataset_health
 from robustlab.label_noise.oof import (
     cross_val_outputs,
@@ -139,11 +139,16 @@ class AuditProbe(Probe):
             note = f"out-of-sample pred_probs from {self.folds}-fold cross-validation of {arch}"
         detectors = {}
         if self.knn and len(data) > KNN_NEIGHBOURS:
-            emb = features if features is not None else _flat_inputs(data).numpy()
-            detectors["knn"] = knn_issues(emb, data.labels, num_classes=data.num_classes)
+            detectors["knn"] = knn_on(data, features)
         space = features if self.embedding == "model" else None
         health = dataset_health(data, pred_probs=pred_probs, features=space, detectors=detectors)
         return audit_result(health, data, top=self.top, note=note)
+
+
+def knn_on(data: Dataset, features: np.ndarray | None) -> LabelIssues:
+    """kNN label-consistency issues on ``features``, or on the flattened inputs when there are none."""
+    emb = features if features is not None else _flat_inputs(data).numpy()
+    return knn_issues(emb, data.labels, num_classes=data.num_classes)
 
 
 # --------------------------------------------------------------------------- result
