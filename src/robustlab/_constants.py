@@ -338,3 +338,12 @@ AUDIT_CLI_EPOCHS = 10
 #: Smallest ratio min(H, W) / preset size for which a corruption preset's parameter table is
 #: scaled to the image; below it the preset does not fit (e.g. the 224 px table on 32 px images).
 CORRUPTION_MIN_PRESET_SCALE = 0.25
+
+# --- adversarial attacks and evaluation (robustlab.adversarial) ----------------------------------
+#: A model output whose rows are non-negative and sum to 1 within this tolerance is taken to be
+#: probabilities (a gradient-masking risk that attacks warn about).
+ATTACK_PROBABILITY_ATOL = 1e-4
+
+#: Tolerance when checking that adversarial inputs respect the eps ball (float32 rounding of
+#: ``x + delta`` followed by clamping).
+ATTACK_BALL_ATOL = 1e-6
