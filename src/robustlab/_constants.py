@@ -347,3 +347,16 @@ ATTACK_PROBABILITY_ATOL = 1e-4
 #: Tolerance when checking that adversarial inputs respect the eps ball (float32 rounding of
 #: ``x + delta`` followed by clamping).
 ATTACK_BALL_ATOL = 1e-6
+
+# --- scan: comparison report (robustlab.scan.compare; `robustlab report RUN_A RUN_B ...`) -------
+#: File name of the comparison page when ``--out`` is a folder.
+COMPARE_REPORT_FILENAME = "compare.html"
+#: Metric-name tokens (split on "_") saying higher is better / lower is better. A metric with
+#: neither (e.g. an estimated noise rate of the shared data) is shown but never ranked.
+COMPARE_HIGHER_IS_BETTER = ("accuracy", "auac", "auroc", "auprc", "auc", "radius", "agreement", "f1")
+COMPARE_LOWER_IS_BETTER = ("error", "ece", "mce", "brier", "nll", "loss", "fpr")
+#: A model more than this many points (percentage points for fractions) behind the best on a
+#: headline number is called "clearly behind" in the verdict.
+COMPARE_CLOSE_PP = 1.0
+#: At most this many overlaid curves in one comparison (the first ones in report order).
+COMPARE_MAX_CURVES = 8
