@@ -255,12 +255,26 @@ def _apply_label_noise(spec: Any, train_ds: Any, *, seed: int, out_dir: Path, re
 # --------------------------------------------------------------------------- report
 @app.command(epilog="Example: robustlab report runs/scan-digits-small-cnn")
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A scan's run folder (holding results.sqlite).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="One run folder (holding results.sqlite) to re-render "
+                                                   "its report, or several to compare them on one page.")],
+    out: Annotated[Optional[Path], typer.Option(help="Where the comparison page goes (a .html file or a "
+                                                "folder). Default: compare.html in the current folder.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Comma-separated column names for a comparison, one "
+                                                  "per run (default: the run folder names).")] = None,
 ) -> None:
-    """Re-render the HTML report of a run folder from its results store."""
-    from robustlab.scan import write_report
+    """Re-render a run's HTML report, or compare several runs side by side in one page.
 
-    path = write_report(run_dir)
+    Example: robustlab report runs/ce runs/pgd-at --out compare.html
+    """
+    if len(run_dirs) == 1 and out is None and labels is None:
+        from robustlab.scan import write_report
+
+        path = write_report(run_dirs[0])
+    else:
+        from robustlab.scan.compare import write_comparison
+
+        names = [x.strip() for x in labels.split(",")] if labels is not None else None
+        path = write_comparison(run_dirs, out if out is not None else Path("compare.html"), labels=names)
     _console().print(f"report: {path}")
 
 

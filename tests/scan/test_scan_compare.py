@@ -90,3 +90,14 @@ def test_bad_input(two_runs, tmp_path):
                                               ("auac", 1), ("estimated_noise_rate", 0), ("seconds", 0)])
 def test_metric_direction(metric, direction):
     assert metric_direction(metric) == direction
+
+
+def test_cli_report_compares_several_runs(two_runs, tmp_path, capsys):
+    from robustlab.cli import main
+
+    out = tmp_path / "page.html"
+    assert main(["report", str(two_runs[0]), str(two_runs[1]), "--out", str(out)]) == 0
+    assert out.exists() and "pgd-at" in out.read_text(encoding="utf-8")
+    assert main(["report", str(two_runs[0]), str(two_runs[1]), "--labels", "one"]) == 2
+    err = capsys.readouterr().err
+    assert "--labels" in err and len(err.strip().splitlines()) == 1
