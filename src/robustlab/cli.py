@@ -62,13 +62,15 @@ def _console(stderr: bool = False) -> Any:
 # --------------------------------------------------------------------------- scan
 @app.command(epilog="Example: robustlab scan --data digits --model small-cnn --out runs/digits")
 def scan(
-    model: Annotated[str, typer.Option(help="A saved model (folder, .safetensors, TorchScript .pt) or an "
-                                       "architecture name to train (cached) on the data.")] = "small-cnn",
+    model: Annotated[list[str], typer.Option(help="A saved model (folder, .safetensors, TorchScript .pt) or an "
+                                             "architecture name to train (cached) on the data. Repeat to "
+                                             "scan several models and compare them in one page.")] = ["small-cnn"],
     data: Annotated[str, typer.Option(help="A built-in dataset name or a path (CIFAR folder, MNIST IDX "
                                       "folder, ImageFolder, .npz, .csv).")] = "digits",
     probes: Annotated[str, typer.Option(help="Comma-separated probe names, or 'all'.")] = "all",
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (results.sqlite + report.html). "
-                                                "Default: runs/scan-DATA-MODEL.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (results.sqlite + report.html); with several "
+                                                "--model, the folder holding one run folder per model and "
+                                                "compare.html. Default: runs/scan-DATA-MODEL.")] = None,
     backend: Annotated[str, typer.Option(help="Where probe jobs run: local or ray.")] = "local",
     seed: Annotated[int, typer.Option(help="Seed for training and every probe (the test split is fixed).")] = DEFAULT_SEED,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs when training the model (default: "
@@ -79,6 +81,8 @@ def scan(
 
     With no arguments: trains (or reuses a cached) small CNN on the built-in digits data and scans it.
     Running the same command again resumes an interrupted scan and skips what is already stored.
+    With several --model (e.g. the same architecture trained with different methods on the same
+    noisy labels), each is scanned into its own run folder and compare.html puts them side by side.
     """
     from robustlab.scan import PROBES, build_probe, run_scan
     from robustlab.scan.runner import check_backend
@@ -93,12 +97,39 @@ def scan(
     names = (sorted(PROBES.names(), key=position) if probes.strip() == "all"
              else [p.strip() for p in probes.split(",") if p.strip()])
     probe_objs = [build_probe(n) for n in names]
-    entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=epochs, retrain=retrain)
-    out_dir = out if out is not None else Path("runs") / _slug(f"scan-{Path(data).name}-{Path(model).name}")
-    summary = run_scan(entry_model, test_data, probe_objs, out_dir=out_dir, seed=seed,
-                       model_info=model_info, data_info=test_data.info() | {"source": data},
-                       backend=backend)
-    _print_scan_summary(summary)
+    labels = _model_labels(model)
+    if len(model) == 1:
+        default = Path("runs") / _slug(f"scan-{Path(data).name}-{labels[0]}")
+        run_dirs = [out if out is not None else default]
+    else:
+        base = out if out is not None else Path("runs") / _slug(f"scan-{Path(data).name}-compare")
+        run_dirs = [base / _slug(label) for label in labels]
+    for one, out_dir in zip(model, run_dirs):
+        entry_model, test_data, model_info = _scan_model(one, data, seed=seed, epochs=epochs, retrain=retrain)
+        summary = run_scan(entry_model, test_data, probe_objs, out_dir=out_dir, seed=seed,
+                           model_info=model_info, data_info=test_data.info() | {"source": data},
+                           backend=backend)
+        _print_scan_summary(summary)
+    if len(model) > 1:
+        from robustlab.scan.compare import write_comparison
+
+        page = write_comparison(run_dirs, run_dirs[0].parent, labels=labels)
+        _console().print(f"comparison: {page}")
+
+
+def _model_labels(models: list[str]) -> list[str]:
+    """A short name per ``--model``: a saved model's folder (``runs/elr/model`` -> ``elr``), else its name."""
+    labels = []
+    for m in models:
+        p = Path(m)
+        label = p.parent.name if p.name in ("model", "model.safetensors") and p.parent.name else p.stem or m
+        labels.append(label)
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return unique
 
 
 def _scan_model(model: str, data: str, *, seed: int, epochs: int | None,

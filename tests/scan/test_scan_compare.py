@@ -101,3 +101,20 @@ def test_cli_report_compares_several_runs(two_runs, tmp_path, capsys):
     assert main(["report", str(two_runs[0]), str(two_runs[1]), "--labels", "one"]) == 2
     err = capsys.readouterr().err
     assert "--labels" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_scan_with_several_models_writes_one_run_each_and_a_comparison(tmp_path, capsys):
+    """Issue 3's use: two methods trained on the same noisy labels, scanned and compared in one page."""
+    from robustlab.cli import main
+
+    for method in ("ce", "gce"):
+        assert main(["train", "--model", "mlp", "--method", method, "--epochs", "2", "--label-noise",
+                     "symmetric:0.4", "--out", str(tmp_path / method)]) == 0
+    out = tmp_path / "scan"
+    assert main(["scan", "--model", str(tmp_path / "ce" / "model"), "--model", str(tmp_path / "gce" / "model"),
+                 "--probes", "clean", "--out", str(out)]) == 0
+    assert (out / "ce" / "results.sqlite").exists() and (out / "gce" / "report.html").exists()
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert "<strong>ce</strong>" in page and "<strong>gce</strong>" in page
+    cmp = compare_runs([out / "ce", out / "gce"])
+    assert any(r.metric == "accuracy" and all(v is not None for v in r.values) for r in cmp.rows)
