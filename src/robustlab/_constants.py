@@ -360,3 +360,76 @@ COMPARE_LOWER_IS_BETTER = ("error", "ece", "mce", "brier", "nll", "loss", "fpr")
 COMPARE_CLOSE_PP = 1.0
 #: At most this many overlaid curves in one comparison (the first ones in report order).
 COMPARE_MAX_CURVES = 8
+
+# --- adversarial: evaluation, curves, masking checks (robustlab.adversarial.evaluate/curves/masking)
+#: Examples per attack call in ``evaluate`` (fra31/auto-attack autoattack.py,
+#: ``run_standard_evaluation(bs=250)``).
+ADV_EVAL_BATCH_SIZE = 250
+
+#: AutoAttack's settings (fra31/auto-attack autoattack.py ``AutoAttack.__init__``/``set_version``):
+#: iterations of APGD and FAB, APGD's step-size checkpoint parameter, target classes of APGD-T and
+#: FAB-T (5 for APGD-T with L1), restarts of "plus" (and of APGD-CE with L1), Square's queries and
+#: initial square fraction, EoT passes of "rand".
+AUTOATTACK_NUM_STEPS = 100
+AUTOATTACK_RHO = 0.75
+AUTOATTACK_TARGET_CLASSES = 9
+AUTOATTACK_L1_TARGET_CLASSES = 5
+AUTOATTACK_PLUS_RESTARTS = 5
+AUTOATTACK_L1_RESTARTS = 5
+AUTOATTACK_SQUARE_QUERIES = 5000
+AUTOATTACK_SQUARE_P_INIT = 0.8
+AUTOATTACK_RAND_EOT_ITER = 20
+
+#: Square lowering robust accuracy after the white-box attacks by more than this (a fraction of
+#: all examples) triggers the gradient-masking warning (fra31 checks.py ``check_square_sr``,
+#: ``alpha=.002``).
+AUTOATTACK_SQUARE_SR_ALPHA = 0.002
+
+#: Two forward passes whose L2-normalised output rows differ by more than this mean a randomised
+#: model (fra31 checks.py ``check_randomized``, ``alpha=1e-4``; well above float32 noise).
+ADV_EVAL_RANDOMIZED_ATOL = 1e-4
+
+#: Relative slack on ``eps`` when ``evaluate`` checks that an attack's misclassified inputs lie in
+#: the ball: float32 rounding of an L2/L1 norm summed over ~1e5 coordinates is about 1e-6 relative.
+ADV_EVAL_BALL_RTOL = 1e-5
+
+#: Quantiles of the minimal-norm distribution reported by ``minimal_norm_distribution``.
+CURVE_NORM_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+#: Forward passes compared by the randomness check of ``check_gradient_masking`` (fra31
+#: checks.py ``check_randomized`` uses n=5: a model with rare randomness, e.g. small dropout, may
+#: agree on two passes).
+MASKING_RANDOM_PASSES = 5
+
+#: Fraction of correctly classified examples with a zero or non-finite input gradient above which
+#: the zero-gradient check warns. fra31 (checks.py ``check_zero_gradients``) warns on a single
+#: example: on a smooth model an exactly zero gradient needs saturated float32, which is itself
+#: the masking symptom (Athalye et al. 2018, Sec. 3 "shattered gradients").
+MASKING_ZERO_GRAD_FRACTION = 0.0
+
+#: Robust accuracy may rise with eps by at most this fraction of the examples (and at least one
+#: example) before the monotonicity check warns: independent runs at nearby radii differ by the
+#: attack's randomness, a few examples; a larger rise means the attack fails where it should not
+#: (Carlini et al. 2019, "On evaluating adversarial robustness", Sec. 5 checklist).
+MASKING_MONOTONE_TOL = 0.02
+
+#: Robust accuracy above which the unbounded check warns: at eps = the diameter of the unit box
+#: every input can be reached, so a working attack breaks every example whose label is not the
+#: model's prediction on some other input (Athalye et al. 2018, Sec. 3.1: "unbounded attacks do
+#: not reach 100% success" is a masking symptom).
+MASKING_UNBOUNDED_MAX_ACC = 0.01
+
+#: Fraction of all examples that Square (black-box) breaks but APGD (white-box) does not above
+#: which the black-box check warns; fra31 uses 0.2 percentage points (checks.py
+#: ``check_square_sr``, ``alpha=.002``): a gradient attack should dominate a query attack.
+MASKING_BLACKBOX_EXCESS = 0.002
+
+#: Fraction of the attacked examples on which two APGD runs with different seeds disagree (one
+#: breaks, the other does not) above which the restart check warns. On an undefended or
+#: adversarially trained model a 100-step APGD run is nearly seed-independent (AutoAttack's
+#: restarts change robust accuracy by tenths of a point, Croce & Hein 2020, Sec. 5); several
+#: points mean a noisy or randomised loss surface.
+MASKING_RESTART_DISAGREEMENT = 0.05
+
+#: Square's query budget inside ``check_gradient_masking`` (AutoAttack's 5000).
+MASKING_SQUARE_QUERIES = 5000
