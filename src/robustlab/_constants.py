@@ -433,3 +433,12 @@ MASKING_RESTART_DISAGREEMENT = 0.05
 
 #: Square's query budget inside ``check_gradient_masking`` (AutoAttack's 5000).
 MASKING_SQUARE_QUERIES = 5000
+
+# --- adversarial: gradient attacks (robustlab.adversarial.gradient, robustlab.adversarial.apgd) --
+#: PGD's default step size as a multiple of ``eps / num_steps`` (Madry et al. 2018, App. A:
+#: 2.5 * eps / steps lets a 10-step attack reach the ball's boundary from any start).
+PGD_STEP_FACTOR = 2.5
+
+#: L1 PGD (SLIDE, Tramer & Boneh 2019, Sec. 4): the step moves the coordinates whose ``|grad|``
+#: is at or above this percentile (the paper's MNIST/CIFAR experiments use q in [80, 99.5]).
+PGD_L1_PERCENTILE = 99.0

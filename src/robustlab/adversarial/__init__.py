@@ -14,3 +14,8 @@ from robustlab.adversarial._core import (
 )
 
 __all__ = ["ATTACKS", "NORMS", "Attack", "AttackResult", "perturbation_norms", "project"]
+
+# --- gradient attacks (robustlab.adversarial.gradient, robustlab.adversarial.apgd)
+from robustlab.adversarial.gradient import FGSM, PGD, fgsm, pgd  # noqa: E402
+
+__all__ += ["FGSM", "PGD", "fgsm", "pgd"]
