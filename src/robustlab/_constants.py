@@ -442,3 +442,33 @@ PGD_STEP_FACTOR = 2.5
 #: L1 PGD (SLIDE, Tramer & Boneh 2019, Sec. 4): the step moves the coordinates whose ``|grad|``
 #: is at or above this percentile (the paper's MNIST/CIFAR experiments use q in [80, 99.5]).
 PGD_L1_PERCENTILE = 99.0
+
+# --- adversarial: decision-based attacks (robustlab.adversarial.decision) ------------------------
+#: HopSkipJump (Chen et al. 2020; Jianbo-Lab/HSJA hsja.py, ART hop_skip_jump.py): sign queries at
+#: iteration t are min(HSJ_INIT_EVALS * sqrt(t), HSJ_MAX_EVALS); binary-search threshold
+#: gamma / d^{3/2} (L2) or gamma / d^2 (Linf); HSJ_INIT_SIZE random starts per example.
+HSJ_INIT_EVALS = 100
+HSJ_MAX_EVALS = 10000
+HSJ_GAMMA = 1.0
+HSJ_INIT_SIZE = 100
+#: Probe radius of the first gradient estimate, as a fraction of the [0, 1] range (hsja.py
+#: select_delta: 0.1 * (clip_max - clip_min)).
+HSJ_FIRST_DELTA = 0.1
+#: Bracket width at which the blend search of a random start stops (hsja.py initialize: 0.001).
+HSJ_INIT_BLEND_THRESHOLD = 1e-3
+#: The geometric step-size search gives up after this many halvings (the reference loops until it
+#: succeeds; 2^-30 of the distance is far below float32 resolution of inputs in [0, 1]).
+HSJ_MAX_HALVINGS = 30
+#: Rows per model call when a batch of queries is sent (bounds memory for B_t directions x N).
+HSJ_QUERY_CHUNK = 8192
+
+# --- adversarial: square (robustlab.adversarial.square) ----------------------------------------
+#: Square Attack's p schedule (Andriushchenko et al. 2020, App. A.3; fra31 square.py p_selection):
+#: p is halved after each of these iterations of a budget of SQUARE_P_SCHEDULE_QUERIES queries.
+SQUARE_P_SCHEDULE_QUERIES = 10000
+SQUARE_P_SCHEDULE_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+#: L2 start: the image is tiled with windows of side min(H, W) // SQUARE_L2_INIT_TILES (paper
+#: Sec. 3.2; fra31 square.py ``s = h // 5``); L2 update windows have at least this side.
+SQUARE_L2_INIT_TILES = 5
+SQUARE_L2_MIN_WINDOW = 3

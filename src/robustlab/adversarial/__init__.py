@@ -19,3 +19,9 @@ __all__ = ["ATTACKS", "NORMS", "Attack", "AttackResult", "perturbation_norms", "
 from robustlab.adversarial.gradient import FGSM, PGD, fgsm, pgd  # noqa: E402
 
 __all__ += ["FGSM", "PGD", "fgsm", "pgd"]
+
+# --- black-box attacks (robustlab.adversarial.square, robustlab.adversarial.decision)
+from robustlab.adversarial.decision import HopSkipJump, hop_skip_jump  # noqa: E402
+from robustlab.adversarial.square import Square, square  # noqa: E402
+
+__all__ += ["HopSkipJump", "Square", "hop_skip_jump", "square"]
