@@ -472,3 +472,58 @@ SQUARE_P_SCHEDULE_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 #: Sec. 3.2; fra31 square.py ``s = h // 5``); L2 update windows have at least this side.
 SQUARE_L2_INIT_TILES = 5
 SQUARE_L2_MIN_WINDOW = 3
+
+# --- adversarial: optimisation attacks (robustlab.adversarial.optimization: C&W-L2, EAD) --------
+#: Binary search over the trade-off constant c (Carlini & Wagner 2017, Sec. V-A;
+#: carlini/nn_robust_attacks l2_attack.py: BINARY_SEARCH_STEPS = 9, INITIAL_CONST = 1e-3; the EAD
+#: reference IBM/EAD-Attack en_attack.py and ART's ElasticNet use the same values).
+OPT_BINARY_SEARCH_STEPS = 9
+OPT_C_INIT = 1e-3
+#: Initial upper bound of c and the value below which it counts as "found" (l2_attack.py: 1e10 and
+#: ``upper_bound < 1e9``); while no success has been seen, c is multiplied by this factor.
+OPT_C_UPPER = 1e10
+OPT_C_UPPER_FOUND = 1e9
+OPT_C_GROWTH = 10.0
+#: The reference's learning rate (Adam for C&W, the initial ISTA step for EAD): 1e-2.
+OPT_LEARNING_RATE = 1e-2
+#: Optimisation steps per binary-search step. The references use 10000 (l2_attack.py, en_attack.py
+#: MAX_ITERATIONS) and the EAD paper 1000; 100 (ART ElasticNet's max_iter) keeps a batch at a few
+#: seconds on a CPU. Raise it for a reported minimum-norm figure.
+OPT_NUM_STEPS = 100
+#: Early abort (l2_attack.py): every num_steps // 10 steps, stop this binary-search step when the
+#: loss is above this fraction of its value at the previous check.
+OPT_ABORT_FRACTION = 0.9999
+#: Adam's moment decays and epsilon for the C&W optimiser (the defaults of tf.train.AdamOptimizer
+#: that l2_attack.py uses, equal to torch.optim.Adam's).
+CW_ADAM_BETAS = (0.9, 0.999)
+CW_ADAM_EPS = 1e-8
+#: C&W tanh change of variables: x = (tanh(w) + 1) / 2 with w0 = atanh((2 x - 1) * this), so inputs
+#: at 0 or 1 map to a finite w (l2_attack.py multiplies by 1.999999 on its [-0.5, 0.5] box).
+CW_TANH_SCALE = 0.999999
+#: EAD's L1 weight beta (Chen et al. 2018, Sec. 4; en_attack.py BETA; ART ElasticNet beta).
+EAD_BETA = 1e-3
+#: EAD's ISTA step decays as lr * (1 - k / num_steps) ** power (en_attack.py polynomial_decay).
+EAD_LR_DECAY_POWER = 0.5
+
+# --- adversarial: universal perturbations (robustlab.adversarial.universal) ----------------------
+#: Target fooling rate 1 - delta with delta = 0.2 (Moosavi-Dezfooli et al. 2017, Alg. 1;
+#: LTS4/universal python/universal_pert.py: delta=0.2, "80% fooling rate").
+UAP_TARGET_FOOLING_RATE = 0.8
+#: Passes over the data (universal_pert.py max_iter_uni = inf; Shafahi et al. 2020 use a few
+#: epochs). A bound keeps the cost predictable.
+UAP_MAX_PASSES = 20
+#: DeepFool inner solver of Alg. 1 (universal_pert.py: max_iter_df=10, overshoot=0.02); a DeepFool
+#: run that does not fool the model within these steps does not update v.
+UAP_DEEPFOOL_STEPS = 10
+UAP_DEEPFOOL_OVERSHOOT = 0.02
+#: DeepFool's guard added to |f_l| so each step crosses the boundary (LTS4/DeepFool python/
+#: deepfool.py: ``pert + 1e-4``).
+UAP_DEEPFOOL_GUARD = 1e-4
+#: SGD variant (Shafahi et al. 2020, Alg. 1): per-example cross-entropy clipped at beta (Eq. 4) so a
+#: few already-fooled examples do not dominate the minibatch gradient (9 is a common choice in
+#: re-implementations; the paper tunes it per dataset); the minibatch size (small enough for several
+#: steps per pass on a few hundred examples); the sign step as a fraction of eps (20 steps cross the
+#: ball).
+UAP_SGD_LOSS_CLIP = 9.0
+UAP_SGD_BATCH_SIZE = 32
+UAP_SGD_STEP_FRACTION = 0.05

@@ -25,3 +25,16 @@ from robustlab.adversarial.decision import HopSkipJump, hop_skip_jump  # noqa: E
 from robustlab.adversarial.square import Square, square  # noqa: E402
 
 __all__ += ["HopSkipJump", "Square", "hop_skip_jump", "square"]
+
+# --- optimisation attacks and universal perturbations (robustlab.adversarial.optimization, .universal)
+from robustlab.adversarial.optimization import CWL2, EAD, cw_l2, ead  # noqa: E402
+from robustlab.adversarial.universal import (  # noqa: E402
+    UAP,
+    UniversalPerturbation,
+    apply_universal,
+    universal_attack,
+    universal_perturbation,
+)
+
+__all__ += ["CWL2", "EAD", "UAP", "UniversalPerturbation", "apply_universal", "cw_l2", "ead",
+            "universal_attack", "universal_perturbation"]
