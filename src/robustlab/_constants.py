@@ -527,3 +527,46 @@ UAP_DEEPFOOL_GUARD = 1e-4
 UAP_SGD_LOSS_CLIP = 9.0
 UAP_SGD_BATCH_SIZE = 32
 UAP_SGD_STEP_FRACTION = 0.05
+
+# --- adversarial: scan probe and `robustlab attack` (robustlab.adversarial.probe) ---------------
+#: Default radii of the ``adversarial`` probe per norm, for inputs in [0, 1] at the scale of the
+#: built-in 8x8 digits (grey levels 1/16 apart): a naturally trained small CNN keeps part of its
+#: accuracy at the middle radius (the headline) and little at the largest.
+ADV_PROBE_EPS = (("linf", (0.05, 0.1, 0.2)), ("l2", (0.5, 1.0, 2.0)))
+
+#: Suite at each norm's headline radius (reliable) and at the other radii of the curve (cheap).
+ADV_PROBE_SUITE = "standard"
+ADV_PROBE_CURVE_SUITE = "fast"
+
+#: Examples the probe attacks (a seeded random subset): keeps the default scan within about a
+#: minute on 2 CPU cores.
+ADV_PROBE_NUM_EXAMPLES = 200
+
+#: Bins of the histogram of minimal perturbation norms in the report.
+ADV_PROBE_HIST_BINS = 20
+
+#: Minimum-norm attack behind the probe's histogram of minimal perturbations (FAB offers every
+#: norm the probe does).
+ADV_PROBE_MIN_NORM_ATTACK = "fab"
+
+#: APGD (Croce & Hein, ICML 2020, Alg. 1 / Sec. 3.2; fra31/auto-attack autopgd_base.py
+#: ``APGDAttack.__init__`` and ``attack_single_run``): momentum ``alpha``; checkpoints
+#: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); initial step
+#: 2 * eps (Linf, L2) or 1 * eps (L1).
+APGD_MOMENTUM = 0.75
+APGD_FIRST_CHECKPOINT = 0.22
+APGD_CHECKPOINT_DECAY = 0.03
+APGD_MIN_CHECKPOINT = 0.06
+APGD_STEP_FACTOR = 2.0
+APGD_L1_STEP_FACTOR = 1.0
+
+#: APGD-L1 (Croce & Hein, "Mind the box", ICML 2021, Sec. 3; autopgd_base.py L1 branch): the
+#: step moves the top 20% |grad| coordinates at first; every 4% of the iterations the sparsity
+#: becomes ||x_best - x||_0 / 1.5; when it shrank by more than 5% the step is reset to its initial
+#: value and the run restarts from x_best, otherwise the step is divided by 1.5 (down to 1/10).
+APGD_L1_INIT_SPARSITY = 0.2
+APGD_L1_CHECKPOINT = 0.04
+APGD_L1_SPARSITY_DROP = 0.95
+APGD_L1_SPARSITY_DIVISOR = 1.5
+APGD_L1_STEP_DIVISOR = 1.5
+APGD_L1_MIN_STEP_RATIO = 10.0

@@ -510,5 +510,95 @@ def _as_cli_message(message: str, args: list[str]) -> str:
     return re.sub(r"^The '(\w+)' parameter", swap, message)
 
 
+# --------------------------------------------------------------------------- attack
+from robustlab._constants import ADV_EVAL_BATCH_SIZE
+
+
+@app.command(epilog="Example: robustlab attack --model small-cnn --data digits --eps 8/255 --norm linf "
+                    "--suite standard --num-examples 200 --out attack.json")
+def attack(
+    eps: Annotated[str, typer.Option(help="Radius of the threat model: a decimal (0.1) or a fraction "
+                                     "(8/255), for inputs in [0, 1].")],
+    model: Annotated[str, typer.Option(help="A saved model (folder, .safetensors, TorchScript .pt) or an "
+                                       "architecture name to train (cached) on the data.")] = "small-cnn",
+    data: Annotated[str, typer.Option(help="A built-in dataset name or a path; its test split is "
+                                      "attacked.")] = "digits",
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    suite: Annotated[str, typer.Option(help="standard, plus, rand (AutoAttack's) or fast "
+                                       "(APGD-CE + APGD-T).")] = "standard",
+    num_examples: Annotated[Optional[int], typer.Option(help="Attack a seeded random subset of this many "
+                                                        "test examples (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subset and of the attacks' randomness.")] = DEFAULT_SEED,
+    batch_size: Annotated[int, typer.Option(help="Examples attacked at a time.")] = ADV_EVAL_BATCH_SIZE,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON to this file.")] = None,
+) -> None:
+    """Evaluate a model's robust accuracy with an attack suite (AutoAttack's standard by default).
+
+    Each attack of the suite runs on the examples still unbroken; the table shows how many each
+    one broke and how long it took.
+    """
+    import time
+
+    import torch
+
+    from robustlab._checks import check_choice, check_int, check_writable_dir
+    from robustlab.adversarial import NORMS
+    from robustlab.adversarial.evaluate import SUITES, evaluate
+    from robustlab.adversarial.probe import parse_eps, select_examples
+
+    radius = parse_eps(eps, name="eps")  # every flag is checked before a model is trained or loaded
+    check_choice("norm", norm, NORMS)
+    check_choice("suite", suite, SUITES)
+    if num_examples is not None:
+        check_int("num_examples", num_examples, low=1)
+    check_int("seed", seed, low=0)
+    check_int("batch_size", batch_size, low=1)
+    if out is not None:
+        check_writable_dir("out", out.parent if str(out.parent) else Path("."))
+    entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=None, retrain=False)
+    x, y = test_data.load(select_examples(len(test_data), num_examples, seed))
+    start = time.perf_counter()
+    result = evaluate(entry_model, x, y, eps=radius, norm=norm, suite=suite, batch_size=batch_size,
+                      generator=torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - start
+    record = {
+        "model": model_info, "data": data, "num_examples": len(y), "norm": norm, "eps": radius, "eps_text": eps,
+        "suite": suite, "seed": seed, "clean_accuracy": float(result.clean_accuracy),
+        "robust_accuracy": float(result.robust_accuracy), "seconds": seconds, "version": __version__,
+        "attacks": [{"name": s.name, "num_attacked": int(s.num_attacked), "num_broken": int(s.num_broken),
+                     "seconds": float(s.seconds)} for s in result.attack_stats],
+    }
+    _print_attack(record)
+    if out is not None:
+        from robustlab._io import atomic_write_text
+
+        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+        _console().print(f"result: {out}")
+
+
+def _print_attack(record: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    n = record["num_examples"]
+    table = Table(title=f"robustlab attack — {record['model']['name']} on {record['data']}, {record['norm']} "
+                        f"eps={record['eps_text']} ({record['eps']:.4g}), {record['suite']} suite, {n} examples")
+    for name, justify in (("stage", "left"), ("attacked", "right"), ("broken", "right"),
+                          ("accuracy after", "right"), ("seconds", "right")):
+        table.add_column(name, justify=justify)
+    correct = round(record["clean_accuracy"] * n)
+    table.add_row("clean", str(n), str(n - correct), f"{record['clean_accuracy']:.4f}", "")
+    for s in record["attacks"]:
+        correct -= s["num_broken"]
+        table.add_row(s["name"], str(s["num_attacked"]), str(s["num_broken"]), f"{correct / n:.4f}",
+                      f"{s['seconds']:.2f}")
+    table.add_row("[bold]robust accuracy[/bold]", "", "", f"[bold]{record['robust_accuracy']:.4f}[/bold]",
+                  f"{record['seconds']:.2f}")
+    _console().print(table)
+
+
+_FLAG_FOR_ARGUMENT.update({"eps": "--eps", "norm": "--norm", "suite": "--suite",
+                           "num_examples": "--num-examples"})
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
