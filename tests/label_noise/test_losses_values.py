@@ -299,3 +299,23 @@ def test_matches_the_authors_code_conventions_where_documented():
     clipped = torch.where(norms > 1.0, z / norms, z)
     assert torch.allclose(logitclip_loss(z, y, delta=1.0), F.cross_entropy(clipped, y, reduction="none"),
                           atol=1e-6)
+
+
+def test_backward_loss_is_bounded_below_with_the_authors_clipping():
+    """Patrini et al.'s code clips p to [1e-7, 1 - 1e-7]: pushing a negatively weighted class's
+    probability to 0 no longer sends the loss to -inf (the divergence seen without it)."""
+    t = torch.tensor([[0.6, 0.4], [0.4, 0.6]], dtype=torch.float64)
+    inverse = torch.linalg.inv(t)  # [[3, -2], [-2, 3]]
+    labels = torch.tensor([0])
+    for scale in (10.0, 100.0, 1000.0):
+        z = torch.tensor([[scale, -scale]], dtype=torch.float64)  # p_1 -> 0, weight -2 on -log p_1
+        clipped = backward_corrected_loss(z, labels, t)
+        raw = backward_corrected_loss(z, labels, t, prob_clip=0.0)
+        bound = float(inverse[0].clamp(max=0).sum() * -math.log(1e-7))
+        assert float(clipped) >= bound - 1e-9
+        if scale >= 100:
+            assert float(raw) < bound  # unclipped: keeps decreasing without bound
+    assert float(backward_corrected_loss(torch.tensor([[1000.0, -1000.0]], dtype=torch.float64), labels, t,
+                                         prob_clip=0.0)) < -3000
+    with pytest.raises(ValueError, match="'prob_clip'"):
+        backward_corrected_loss(torch.zeros(1, 2), labels, t, prob_clip=0.5)

@@ -38,7 +38,7 @@ from robustlab._checks import (
     check_number,
     fail,
 )
-from robustlab._constants import LOGITCLIP_NORM_EPS, RCE_LOG_ZERO
+from robustlab._constants import BACKWARD_PROB_CLIP, LOGITCLIP_NORM_EPS, RCE_LOG_ZERO
 from robustlab.errors import InvalidTypeError, ShapeError
 from robustlab.label_noise.transition import check_transition
 
@@ -404,7 +404,8 @@ def _forward(logits: torch.Tensor, labels: torch.Tensor, transition: torch.Tenso
     return -torch.log(p_y.clamp_min(torch.finfo(p_y.dtype).tiny))
 
 
-def backward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transition: Any) -> torch.Tensor:
+def backward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transition: Any, *,
+                            prob_clip: float = BACKWARD_PROB_CLIP) -> torch.Tensor:
     """Backward-corrected cross entropy (Patrini et al., 2017), per example.
 
     Parameters
@@ -414,6 +415,14 @@ def backward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transiti
         Noisy labels.
     transition : Tensor or ndarray of shape (K, K)
         Row-stochastic and invertible.
+    prob_clip : float in [0, 0.5), default 1e-7
+        Probabilities are clipped to ``[prob_clip, 1 - prob_clip]`` before the log, as in the
+        authors' code (giorgiop/loss-correction ``loss.py``, ``robust('backward')``: Keras
+        ``K.clip(y_pred, K.epsilon(), 1 - K.epsilon())``, epsilon 1e-7). Without it the loss is
+        unbounded below wherever ``T^-1`` has a negative entry (driving that class's ``p_k`` to 0
+        sends the loss to ``-inf``), and training diverges to chance; with it the loss is bounded
+        below by ``sum_k min((T^-1)_{yk}, 0) * (-log prob_clip)``. ``0`` disables clipping
+        (the paper's formula as written).
 
     Returns
     -------
@@ -434,12 +443,22 @@ def backward_corrected_loss(logits: torch.Tensor, labels: torch.Tensor, transiti
     """
     logits, labels = _checked(logits, labels)
     t = check_transition("transition", transition, num_classes=logits.shape[1], invertible=True)
+    prob_clip = check_backward_prob_clip(prob_clip)
     inverse = torch.linalg.inv(t.to(torch.float64)).to(device=logits.device, dtype=logits.dtype)
-    return _backward(logits, labels, inverse)
+    return _backward(logits, labels, inverse, prob_clip)
 
 
-def _backward(logits: torch.Tensor, labels: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    return (inverse[labels] * -F.log_softmax(logits, dim=1)).sum(dim=1)
+def check_backward_prob_clip(prob_clip: Any) -> float:
+    return check_number("prob_clip", prob_clip, low=0.0, high=0.5, high_inclusive=False)
+
+
+def _backward(logits: torch.Tensor, labels: torch.Tensor, inverse: torch.Tensor,
+              prob_clip: float = BACKWARD_PROB_CLIP) -> torch.Tensor:
+    if prob_clip > 0:
+        log_p = F.softmax(logits, dim=1).clamp(prob_clip, 1.0 - prob_clip).log()
+    else:
+        log_p = F.log_softmax(logits, dim=1)
+    return (inverse[labels] * -log_p).sum(dim=1)
 
 
 # ---------------------------------------------------------------------- LogitClip

@@ -46,7 +46,7 @@ from robustlab._checks import (
     check_pred_probs,
     fail,
 )
-from robustlab._constants import ANCHOR_QUANTILE, RCE_LOG_ZERO
+from robustlab._constants import ANCHOR_QUANTILE, BACKWARD_PROB_CLIP, RCE_LOG_ZERO
 from robustlab.data.dataset import Batch, Dataset
 from robustlab.label_noise import losses as L
 from robustlab.label_noise.transition import _anchor_impl, check_transition
@@ -580,9 +580,11 @@ class ForwardCorrection(_Correction):
 class BackwardCorrection(_Correction):
     __doc__ = """Backward loss correction ``(T^-1 l(p))_y`` (Patrini et al., 2017, Theorem 1).
 
-    See :func:`~robustlab.label_noise.backward_corrected_loss`. ``T`` must be invertible; the loss
-    is unbounded below (negative entries of ``T^-1``), which the paper notes makes it less stable
-    than forward correction with deep networks.
+    See :func:`~robustlab.label_noise.backward_corrected_loss`. ``T`` must be invertible. As written
+    in the paper the loss is unbounded below (negative entries of ``T^-1``) and training with an
+    estimated ``T`` diverges to chance; like the authors' code, probabilities are clipped to
+    ``[prob_clip, 1 - prob_clip]`` before the log (``prob_clip=0`` gives the unclipped formula).
+    ``prob_clip`` (float in [0, 0.5), default 1e-7) is the one parameter beyond the ones below.
     """ + _CORRECTION_DOC + """
     References
     ----------
@@ -592,8 +594,15 @@ class BackwardCorrection(_Correction):
     name = "backward"
     _invertible = True
 
+    def __init__(self, *, transition: Any = None, pred_probs: Any = None, estimate_epochs: int | None = None,
+                 holdout: float = 0.1, quantile: float = ANCHOR_QUANTILE, filter_outlier: bool = True,
+                 prob_clip: float = BACKWARD_PROB_CLIP) -> None:
+        super().__init__(transition=transition, pred_probs=pred_probs, estimate_epochs=estimate_epochs,
+                         holdout=holdout, quantile=quantile, filter_outlier=filter_outlier)
+        self.prob_clip = L.check_backward_prob_clip(prob_clip)
+
     def _make_operator(self, t: torch.Tensor) -> torch.Tensor:
         return torch.linalg.inv(t)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-        return L._backward(logits, labels, operator)
+        return L._backward(logits, labels, operator, self.prob_clip)
