@@ -242,6 +242,11 @@ SAM_NORM_EPS = 1e-12
 #: Added to the logit norm before dividing in LogitClip (as in the authors' code).
 LOGITCLIP_NORM_EPS = 1e-7
 
+#: Backward correction clips probabilities to [c, 1 - c] before the log, as the authors' code does
+#: (giorgiop/loss-correction loss.py: Keras K.clip(y_pred, K.epsilon(), 1 - K.epsilon()), 1e-7);
+#: it bounds the otherwise unbounded-below loss.
+BACKWARD_PROB_CLIP = 1e-7
+
 # --- label_noise: confident learning (confident.py, filter.py, rank.py) -------------------------
 # Values are cleanlab 2.x's (cleanlab/internal/constants.py, count.py), so results match it exactly.
 
