@@ -575,3 +575,48 @@ APGD_L1_SPARSITY_DROP = 0.95
 APGD_L1_SPARSITY_DIVISOR = 1.5
 APGD_L1_STEP_DIVISOR = 1.5
 APGD_L1_MIN_STEP_RATIO = 10.0
+
+# --- adversarial: minimum-norm attacks (robustlab.adversarial.fab, .minimum_norm) ----------------
+#: FAB defaults (Croce & Hein, ICML 2020, Sec. 3.2-3.3; fra31/auto-attack fab_base.py L37-51):
+#: largest bias toward the original (Eq. 11), extrapolation past the hyperplane, backward step.
+FAB_ALPHA_MAX = 0.1
+FAB_ETA = 1.05
+FAB_BETA = 0.9
+
+#: FAB-T: how many of the highest-scoring non-true classes are tried as targets
+#: (fab_base.py L51 ``n_target_classes=9``; AutoAttack's standard suite).
+FAB_NUM_TARGET_CLASSES = 9
+
+#: Radius of FAB's random restarts when no eps is given and no adversarial was found yet
+#: (fab_base.py L20, ``DEFAULT_EPS_DICT_BY_NORM``).
+FAB_RESTART_RADIUS = (("linf", 0.3), ("l2", 1.0), ("l1", 5.0))
+
+#: A random restart starts at this fraction of its radius (fab_base.py L139, L150, L159: ``* .5``).
+FAB_RESTART_SCALE = 0.5
+
+#: Floor on the projection-step norms in FAB's bias alpha (fab_base.py L216).
+FAB_NORM_FLOOR = 1e-8
+
+#: Added to the dual norm of a gradient difference before dividing by it (fab_base.py L171-181).
+FAB_DIST_EPS = 1e-12
+
+#: Gradient coordinates with a smaller magnitude count as zero in FAB's box-constrained
+#: projection (the reference uses 1e-8 for L2/L1, fab_projections.py L72, L114, L162, and exact
+#: zero for Linf, L59; a smaller floor keeps small but real gradients of float64 models).
+FAB_ZERO_WEIGHT = 1e-12
+
+#: DeepFool's overshoot (Moosavi-Dezfooli et al., CVPR 2016, Sec. 4: eta = 0.02; LTS4/DeepFool
+#: Python/deepfool.py ``overshoot=0.02``) and its iteration cap (``max_iter=50`` there).
+DEEPFOOL_OVERSHOOT = 0.02
+DEEPFOOL_NUM_STEPS = 50
+
+#: FMN defaults (Pintor et al., NeurIPS 2021, Sec. 4 / Alg. 1; foolbox fast_minimum_norm.py
+#: ``max_stepsize=1.0``, ``min_stepsize = max_stepsize / 100``, ``gamma=0.05`` annealed to 0.001).
+FMN_ALPHA_INIT = 1.0
+FMN_ALPHA_FINAL_RATIO = 0.01
+FMN_GAMMA_INIT = 0.05
+FMN_GAMMA_FINAL = 0.001
+
+#: Floor on gradient norms in FMN's normalised step and boundary-distance estimate
+#: (adversarial-library fast_minimum_norm.py ``clamp_(min=1e-12)``).
+FMN_GRAD_FLOOR = 1e-12
