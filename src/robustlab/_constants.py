@@ -620,3 +620,54 @@ FMN_GAMMA_FINAL = 0.001
 #: Floor on gradient norms in FMN's normalised step and boundary-distance estimate
 #: (adversarial-library fast_minimum_norm.py ``clamp_(min=1e-12)``).
 FMN_GRAD_FLOOR = 1e-12
+
+# --- adversarial: adversarial training (robustlab.adversarial.training*) -------------------------
+#: Inner-maximisation steps of PGD-AT / TRADES / MART (Rice et al. 2020 train_cifar.py and the
+#: TRADES/MART reference code use 10 on CIFAR-10).
+ADV_TRAIN_NUM_STEPS = 10
+
+#: Default inner step size as a fraction of eps: 2/255 for eps 8/255 (Rice et al. 2020; AWP's
+#: train_cifar10.py) and 0.007 for 0.031 (TRADES/MART reference code) are both ~eps/4.
+ADV_TRAIN_STEP_FRACTION = 0.25
+
+#: TRADES' beta (Zhang et al. 2019, Sec. 5; trades.py / train_trades_cifar10.py: beta=6.0).
+TRADES_BETA = 6.0
+
+#: Std of the Gaussian start of the TRADES/MART inner maximisation (trades.py, mart.py: 0.001).
+TRADES_INIT_STD = 0.001
+
+#: MART's lambda (YisenWang/MART mart.py: beta=6.0).
+MART_LAMBDA = 6.0
+
+#: Numerical guards of MART's boosted CE and KL (mart.py: 1.0001 - p, + 1e-12, 1.0000001 - p_y).
+MART_BCE_OFFSET = 1.0001
+MART_LOG_EPS = 1e-12
+MART_WEIGHT_OFFSET = 1.0000001
+
+#: AWP's relative weight-perturbation size (Wu et al. 2020, csdongxian/AWP: --awp-gamma 0.005).
+AWP_GAMMA = 5e-3
+#: Guard against 0/0 when scaling the weight perturbation to the layer's norm (utils_awp.py EPS).
+AWP_NORM_EPS = 1e-20
+
+#: GAIRAT (Zhang et al. 2021, GAIRAT.py): Tanh weight assignment with Lambda = -1.
+GAIR_LAMBDA = -1.0
+
+#: Fast AT (Wong et al. 2020, train_fgsm.py): FGSM step 1.25 * eps from a uniform random start.
+FAST_AT_STEP_FACTOR = 1.25
+#: Catastrophic-overfitting check (train_fgsm.py --early-stop): PGD with 5 steps of eps/4 on a
+#: training batch after every epoch; an epoch-to-epoch drop of more than 0.2 in its robust
+#: accuracy counts as catastrophic overfitting.
+CO_CHECK_STEPS = 5
+CO_CHECK_STEP_FRACTION = 0.25
+CO_ACCURACY_DROP = 0.2
+
+#: VAT (Miyato et al. 2018, Sec. 3.3; takerum/vat_tf vat.py): xi = 1e-6, one power iteration,
+#: LDS weight alpha = 1. (eps has no default: it depends on the input scale.)
+VAT_XI = 1e-6
+VAT_POWER_ITERATIONS = 1
+VAT_ALPHA = 1.0
+
+#: Per-epoch PGD robust accuracy on the validation set (`robustlab train` history.json): at most
+#: this many validation examples, PGD with this many steps.
+VAL_ROBUST_MAX_EXAMPLES = 512
+VAL_ROBUST_NUM_STEPS = 10
