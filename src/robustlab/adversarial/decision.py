@@ -241,6 +241,7 @@ def _hsj_impl(model: Any, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: f
               max_queries: int, init_evals: int, max_evals: int, gamma: float, init_size: int,
               init_inputs: torch.Tensor | None, targets: torch.Tensor | None,
               generator: torch.Generator) -> AttackResult:
+    x = x.contiguous()  # one memory layout, so norms and projections round the same way
     n = x.shape[0]
     d = flat(x).shape[1] if n else 1
     theta = gamma / (d * math.sqrt(d)) if norm == "l2" else gamma / d ** 2

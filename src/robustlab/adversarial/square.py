@@ -219,6 +219,7 @@ def _square_impl(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, no
                  max_queries: int, p_init: float, restarts: int, loss: str,
                  targets: torch.Tensor | None, generator: torch.Generator,
                  windows: str = "paper") -> AttackResult:
+    x = x.contiguous()  # one memory layout, so reductions (window norms) round the same way
     n = x.shape[0]
     with model_view(model, x, differentiable=False) as view:
         logits = view(x)
