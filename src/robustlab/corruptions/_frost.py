@@ -47,10 +47,21 @@ def _field(n: int, h: int, w: int, length: float, generator: torch.Generator,
     fy = torch.fft.fftfreq(h, device=device, dtype=torch.float32)[:, None]
     fx = torch.fft.rfftfreq(w, device=device, dtype=torch.float32)[None, :]
     gain = torch.exp(-2 * math.pi ** 2 * (fx ** 2 + fy ** 2) * length ** 2)
-    field = torch.fft.irfft2(spec * gain, s=(h, w))
-    field = field - field.mean(dim=(1, 2), keepdim=True)
-    field = field / field.std(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    return field.to(dtype)
+    field = torch.fft.irfft2(spec.mul_(gain), s=(h, w))
+    return _standardise_(field).to(dtype)
+
+
+def _standardise_(t: torch.Tensor) -> torch.Tensor:
+    """Subtract the per-map mean and divide by the per-map (Bessel) std, in place, (N, H, W).
+
+    ``Tensor.std`` over two dims is a slow reduction on CPU; the mean and the sum of squares
+    are two fast ones.
+    """
+    flat = t.reshape(t.shape[0], -1)
+    flat.sub_(flat.mean(dim=1, keepdim=True))
+    var = torch.linalg.vector_norm(flat, dim=1, keepdim=True).square_() / max(flat.shape[1] - 1, 1)
+    flat.div_(var.sqrt_().clamp_min_(1e-12))
+    return t
 
 
 def frost_texture(n: int, h: int, w: int, photo_px_per_image_px: float, generator: torch.Generator,
@@ -58,12 +69,17 @@ def frost_texture(n: int, h: int, w: int, photo_px_per_image_px: float, generato
     """``n`` RGB frost overlays (N, 3, H, W) in [0, 1]."""
     style = randint(0, len(FROST_STYLES), (n,), generator, device)
     lengths = [s / photo_px_per_image_px for s in _SCALES_PHOTO_PX]
-    smooth = _field(n, h, w, lengths[0], generator, dtype, device)
-    fine = (1 - _field(n, h, w, lengths[1], generator, dtype, device).abs().clamp(max=1)) ** 3
-    coarse = (1 - _field(n, h, w, lengths[2], generator, dtype, device).abs().clamp(max=1)) ** 3
-    t = _WEIGHTS[0] * smooth + _WEIGHTS[1] * fine + _WEIGHTS[2] * coarse
-    t = (t - t.mean(dim=(1, 2), keepdim=True)) / t.std(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    t = _field(n, h, w, lengths[0], generator, dtype, device).mul_(_WEIGHTS[0])
+    for length, weight in zip(lengths[1:], _WEIGHTS[1:]):
+        t.add_(_ridged_(_field(n, h, w, length, generator, dtype, device)), alpha=weight)
+    t = _standardise_(t)
     means = torch.tensor([m for m, _ in FROST_STYLES], dtype=dtype, device=device)[style]
     stds = torch.tensor([s for _, s in FROST_STYLES], dtype=dtype, device=device)[style]
-    tex = means[:, :, None, None] + stds[:, :, None, None] * t[:, None]
-    return tex.clamp(0, 1)
+    tex = torch.addcmul(means[:, :, None, None], stds[:, :, None, None], t[:, None])
+    return tex.clamp_(0, 1)
+
+
+def _ridged_(field: torch.Tensor) -> torch.Tensor:
+    """``(1 - min(|field|, 1))^3`` in place: thin bright ridges along the field's zero lines."""
+    ridge = field.abs_().clamp_(max=1).neg_().add_(1)
+    return ridge.mul_(ridge.square())

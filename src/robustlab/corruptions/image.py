@@ -275,7 +275,14 @@ def _corrupt_impl(x: torch.Tensor, name: str, severity: int, spec: Preset, scale
     work = x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
     params = spec.table[name][severity - 1]
     out = _FUNCS[name](work, params, scale=scale, spec=spec, generator=generator)
-    return out.clamp(0, 1).to(x.dtype).contiguous()
+    if _shares_memory(out, x) or not out.is_contiguous():
+        return out.clamp(0, 1).to(x.dtype).contiguous()
+    # a fresh result is clamped in place: one image-sized allocation less per call
+    return out.clamp_(0, 1).to(x.dtype)
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 Fn = Callable[..., torch.Tensor]
@@ -291,8 +298,8 @@ def _gaussian_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
 def _shot_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     """``Poisson(c x) / c`` per element (photon count ``c`` at full intensity)."""
     g = kw["generator"]
-    rate = (x * c).to(device=g.device, dtype=torch.float64)
-    return (torch.poisson(rate, generator=g) / c).to(device=x.device, dtype=x.dtype)
+    rate = x.to(device=g.device, dtype=torch.float64, copy=True).mul_(c)
+    return torch.poisson(rate, generator=g).div_(c).to(device=x.device, dtype=x.dtype)
 
 
 def _impulse_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
