@@ -38,3 +38,25 @@ from robustlab.adversarial.universal import (  # noqa: E402
 
 __all__ += ["CWL2", "EAD", "UAP", "UniversalPerturbation", "apply_universal", "cw_l2", "ead",
             "universal_attack", "universal_perturbation"]
+
+# --- evaluation, curves, gradient-masking checks (robustlab.adversarial.evaluate, .curves, .masking)
+from robustlab.adversarial.curves import (
+    AccuracyCurve,
+    MinimalNorms,
+    accuracy_curve,
+    accuracy_from_norms,
+    auac,
+    minimal_norm_distribution,
+)
+from robustlab.adversarial.evaluate import (
+    SUITES,
+    AttackStat,
+    RobustnessResult,
+    evaluate,
+    suite_attacks,
+)
+from robustlab.adversarial.masking import MaskingCheck, MaskingReport, check_gradient_masking
+
+__all__ += ["SUITES", "AccuracyCurve", "AttackStat", "MaskingCheck", "MaskingReport", "MinimalNorms",
+            "RobustnessResult", "accuracy_curve", "accuracy_from_norms", "auac", "check_gradient_masking",
+            "evaluate", "minimal_norm_distribution", "suite_attacks"]

@@ -215,7 +215,8 @@ def _accuracy_curve_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor,
     n = inputs.shape[0]
     clean_correct = _logits(model, inputs, batch_size).argmax(dim=1) == labels
     alive = clean_correct.clone()
-    broken_at = torch.where(clean_correct, torch.full((n,), float("inf")), torch.zeros(n))
+    broken_at = torch.where(clean_correct.cpu(), torch.full((n,), float("inf"), dtype=torch.float64),
+                            torch.zeros(n, dtype=torch.float64))
     rows = []
     for e in grid.tolist():
         idx = alive.nonzero().flatten()
@@ -324,8 +325,8 @@ def minimal_norm_distribution(
     start = time.perf_counter()
     n = inputs.shape[0]
     clean_correct = _logits(model, inputs, batch_size).argmax(dim=1) == labels
-    norms = torch.where(clean_correct.cpu(), torch.full((n,), float("inf"), dtype=torch.float64),
-                        torch.zeros(n, dtype=torch.float64))
+    norms = torch.where(clean_correct.cpu(), torch.full((n,), float("inf"), dtype=inputs.dtype),
+                        torch.zeros(n, dtype=inputs.dtype))
     idx_all = clean_correct.nonzero().flatten()
     fn = _min_norm_function(attack)
     settings: dict[str, Any] = {"norm": norm}
@@ -338,7 +339,7 @@ def minimal_norm_distribution(
         adv = res.adv_inputs.detach()
         with torch.no_grad():
             broken = (_logits(model, adv, batch_size).argmax(dim=1) != y).cpu()
-        found = res.norms.detach().double().cpu()
+        found = res.norms.detach().to(device="cpu", dtype=inputs.dtype)
         norms[idx.cpu()] = torch.where(broken, found, torch.full_like(found, float("inf")))
     return MinimalNorms(norms=norms, quantiles=_quantiles(norms, qs), norm=norm, attack=attack,
                         clean_accuracy=float(clean_correct.float().mean()),
@@ -388,7 +389,9 @@ def accuracy_from_norms(norms: torch.Tensor | Sequence[float], eps_grid: Sequenc
     (0.75, 0.5, 0.5, 0.25)
     """
     if isinstance(norms, torch.Tensor):
-        v = norms.detach().cpu().double().numpy()
+        v = norms.detach().cpu().numpy()
+        if not np.issubdtype(v.dtype, np.floating):
+            v = v.astype(float)
     else:
         try:
             v = np.asarray(norms, dtype=float)
@@ -401,4 +404,5 @@ def accuracy_from_norms(norms: torch.Tensor | Sequence[float], eps_grid: Sequenc
                                     f"Got minimum {np.nanmin(v) if not np.isnan(v).all() else 'nan'} "
                                     "or NaN instead.")
     grid = _check_grid("eps_grid", eps_grid)
-    return tuple(float((v > e).mean()) for e in grid.tolist())
+    # compare in the norms' precision: a float32 norm of 0.1 must count as <= eps=0.1
+    return tuple(float((v > np.asarray(e, dtype=v.dtype)).mean()) for e in grid.tolist())
