@@ -527,11 +527,11 @@ UAP_DEEPFOOL_GUARD = 1e-4
 #: SGD variant (Shafahi et al. 2020, Alg. 1): per-example cross-entropy clipped at beta (Eq. 4) so a
 #: few already-fooled examples do not dominate the minibatch gradient (9 is a common choice in
 #: re-implementations; the paper tunes it per dataset); the minibatch size (small enough for several
-#: steps per pass on a few hundred examples); the sign step as a fraction of eps (20 steps cross the
-#: ball).
+#: steps per pass on a few hundred examples); the default sign step is this factor times
+#: eps / (total steps), Madry et al.'s rule (as PGD_STEP_FACTOR), so the step budget crosses the ball.
 UAP_SGD_LOSS_CLIP = 9.0
 UAP_SGD_BATCH_SIZE = 32
-UAP_SGD_STEP_FRACTION = 0.05
+UAP_SGD_STEP_FACTOR = 2.5
 
 # --- adversarial: scan probe and `robustlab attack` (robustlab.adversarial.probe) ---------------
 #: Default radii of the ``adversarial`` probe per norm, for inputs in [0, 1] at the scale of the

@@ -117,9 +117,12 @@ def test_binary_search_grows_c_until_success_then_bisects():
     torch.testing.assert_close(s.c, torch.tensor([5.5e-3, 7.5e-4]))
 
 
-def test_registered_thin_classes_match_the_functions(digits_mlp, attack_batch):
-    x, y = attack_batch
+def test_registered_names():
     assert ATTACKS.get("cw-l2") is CWL2 and ATTACKS.get("ead") is EAD
+
+
+def test_thin_classes_match_the_functions(digits_mlp, attack_batch):
+    x, y = attack_batch
     a = CWL2(**FAST)(digits_mlp, x, y)
     b = cw_l2(digits_mlp, x, y, **FAST)
     assert torch.equal(a.adv_inputs, b.adv_inputs)

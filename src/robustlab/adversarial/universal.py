@@ -44,7 +44,7 @@ from robustlab._constants import (
     UAP_MAX_PASSES,
     UAP_SGD_BATCH_SIZE,
     UAP_SGD_LOSS_CLIP,
-    UAP_SGD_STEP_FRACTION,
+    UAP_SGD_STEP_FACTOR,
     UAP_TARGET_FOOLING_RATE,
 )
 from robustlab.adversarial._core import (
@@ -174,7 +174,9 @@ def universal_perturbation(
     batch_size : int, default 128
         Minibatch of the SGD variant, and of the fooling-rate evaluation for both methods.
     step_size : float, optional
-        SGD step; default ``0.1 * eps``. Ignored by ``"deepfool"``.
+        SGD step; default ``2.5 * eps / (max_passes * number of minibatches)``, the rule of
+        Madry et al. 2018 (App. A) that lets the iterate cross the ball once in the step budget.
+        Ignored by ``"deepfool"``.
     loss_clip : float, default 9.0
         ``beta`` of Shafahi et al.'s clipped loss ``min(CE, beta)`` (Eq. 4): examples already
         fooled with a large loss stop contributing. Ignored by ``"deepfool"``.
@@ -277,7 +279,7 @@ def _check_settings(*, eps: Any, norm: Any, method: Any, max_passes: Any, target
         max_passes=check_int("max_passes", max_passes, low=1),
         target_fooling_rate=check_probability("target_fooling_rate", target_fooling_rate),
         batch_size=check_int("batch_size", batch_size, low=1),
-        step_size=(UAP_SGD_STEP_FRACTION * eps if step_size is None
+        step_size=(None if step_size is None
                    else check_number("step_size", step_size, low=0.0, low_inclusive=False)),
         loss_clip=check_number("loss_clip", loss_clip, low=0.0, low_inclusive=False),
         deepfool_steps=check_int("deepfool_steps", deepfool_steps, low=1),
@@ -310,8 +312,11 @@ def _fooling_rate(view: ModelView, x: torch.Tensor, labels: torch.Tensor, v: tor
 def _universal_impl(view: ModelView, x: torch.Tensor, labels: torch.Tensor, *,
                     generator: torch.Generator, eps: float, norm: str, method: str,
                     max_passes: int, target_fooling_rate: float, batch_size: int,
-                    step_size: float, loss_clip: float, deepfool_steps: int,
+                    step_size: float | None, loss_clip: float, deepfool_steps: int,
                     overshoot: float) -> UniversalPerturbation:
+    if step_size is None:  # Madry et al.'s rule: 2.5 * eps / steps can cross the ball
+        num_batches = -(-x.shape[0] // batch_size)
+        step_size = UAP_SGD_STEP_FACTOR * eps / max(max_passes * num_batches, 1)
     v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
     best_v, best_rate = v, _fooling_rate(view, x, labels, v, batch_size)
     one_pass: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
