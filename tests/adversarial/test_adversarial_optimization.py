@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import copy
 
+import attack_battery
 import pytest
 import torch
-
-import attack_battery
 from adv_testkit import linear_min_norms
 from attack_battery import AttackCase
+
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import margin, perturbation_norms
 from robustlab.adversarial.optimization import CWL2, EAD, _BinarySearch, cw_l2, ead
 from robustlab.errors import InvalidParameterError, InvalidTypeError, UnknownNameError
 
 # Few steps with a large first c: the battery checks contracts, not minimality.
-FAST = dict(c_init=1.0, binary_search_steps=3, num_steps=30, learning_rate=0.1)
+FAST = {"c_init": 1.0, "binary_search_steps": 3, "num_steps": 30, "learning_rate": 0.1}
 
 # The linear problem needs c of about 0.2: start near it instead of at the reference's 1e-3.
-LIN = dict(c_init=0.1, binary_search_steps=5, num_steps=100, learning_rate=0.02)
+LIN = {"c_init": 0.1, "binary_search_steps": 5, "num_steps": 100, "learning_rate": 0.02}
 
 CASES = [
     AttackCase("cw-l2", cw_l2, dict(FAST), norm="l2", randomized=False, min_success=0.8),
@@ -76,7 +76,7 @@ def test_ead_larger_beta_gives_sparser_perturbations(linear_problem):
     dense = ead(model, x, labels, beta=0.0, **LIN)
     sparse = ead(model, x, labels, beta=0.1, **LIN)
     assert bool(dense.success.all()) and bool(sparse.success.all())
-    nonzero = lambda r: (r.adv_inputs - x).reshape(x.shape[0], -1).abs().gt(1e-12).sum(1)  # noqa: E731
+    nonzero = lambda r: (r.adv_inputs - x).reshape(x.shape[0], -1).abs().gt(1e-12).sum(1)
     assert float(nonzero(sparse).float().mean()) < 0.5 * float(nonzero(dense).float().mean())
     # the L1 term buys a smaller L1 distortion (paid for in L2)
     assert float(sparse.norms.median()) < float(dense.norms.median())
@@ -132,14 +132,14 @@ def test_thin_classes_match_the_functions(digits_mlp, attack_batch):
 
 
 @pytest.mark.parametrize("fn, kwargs, error, name", [
-    (cw_l2, dict(binary_search_steps=0), InvalidParameterError, "binary_search_steps"),
-    (cw_l2, dict(num_steps=0), InvalidParameterError, "num_steps"),
-    (cw_l2, dict(c_init=0.0), InvalidParameterError, "c_init"),
-    (cw_l2, dict(confidence=-1.0), InvalidParameterError, "confidence"),
-    (cw_l2, dict(learning_rate="fast"), InvalidTypeError, "learning_rate"),
-    (ead, dict(beta=-1e-3), InvalidParameterError, "beta"),
-    (ead, dict(decision_rule="l2"), UnknownNameError, "decision_rule"),
-    (ead, dict(binary_search_steps=0), InvalidParameterError, "binary_search_steps"),
+    (cw_l2, {"binary_search_steps": 0}, InvalidParameterError, "binary_search_steps"),
+    (cw_l2, {"num_steps": 0}, InvalidParameterError, "num_steps"),
+    (cw_l2, {"c_init": 0.0}, InvalidParameterError, "c_init"),
+    (cw_l2, {"confidence": -1.0}, InvalidParameterError, "confidence"),
+    (cw_l2, {"learning_rate": "fast"}, InvalidTypeError, "learning_rate"),
+    (ead, {"beta": -1e-3}, InvalidParameterError, "beta"),
+    (ead, {"decision_rule": "l2"}, UnknownNameError, "decision_rule"),
+    (ead, {"binary_search_steps": 0}, InvalidParameterError, "binary_search_steps"),
 ])
 def test_bad_settings_raise_one_line_errors(fn, kwargs, error, name, digits_mlp, attack_batch):
     x, y = attack_batch

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import attack_battery
 import pytest
 import torch
-
-import attack_battery
 from adv_testkit import linear_min_norms
 from attack_battery import AttackCase
+
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import model_view, perturbation_norms
 from robustlab.adversarial.universal import (
@@ -27,10 +27,10 @@ def _uap_class(model, x, y, *, generator, targets=None, **settings):
 
 
 CASES = [
-    AttackCase("uap-sgd-linf", _uap_class, dict(eps=0.2, norm="linf", method="sgd", max_passes=5),
+    AttackCase("uap-sgd-linf", _uap_class, {"eps": 0.2, "norm": "linf", "method": "sgd", "max_passes": 5},
                min_success=0.3),
     AttackCase("uap-deepfool-l2", _uap_class,
-               dict(eps=2.0, norm="l2", method="deepfool", max_passes=1), min_success=0.5),
+               {"eps": 2.0, "norm": "l2", "method": "deepfool", "max_passes": 1}, min_success=0.5),
 ]
 
 
@@ -90,7 +90,7 @@ def test_stops_once_the_target_fooling_rate_is_met(digits_mlp, attack_batch):
 @pytest.mark.parametrize("method", ["sgd", "deepfool"])
 def test_deterministic_per_generator(method, digits_mlp, attack_batch):
     x, y = attack_batch
-    kw = dict(eps=0.2, method=method, max_passes=1 if method == "deepfool" else 2)
+    kw = {"eps": 0.2, "method": method, "max_passes": 1 if method == "deepfool" else 2}
     a = universal_perturbation(digits_mlp, x, y, generator=_gen(5), **kw)
     b = universal_perturbation(digits_mlp, x, y, generator=_gen(5), **kw)
     c = universal_perturbation(digits_mlp, x, y, generator=_gen(6), **kw)
@@ -100,7 +100,7 @@ def test_deterministic_per_generator(method, digits_mlp, attack_batch):
 
 def test_attack_applies_one_perturbation_and_leaves_clean_mistakes(digits_mlp, attack_batch):
     x, y = attack_batch
-    settings = dict(eps=0.2, norm="linf", method="sgd", max_passes=5)
+    settings = {"eps": 0.2, "norm": "linf", "method": "sgd", "max_passes": 5}
     res = universal_attack(digits_mlp, x, y, generator=_gen(), **settings)
     u = universal_perturbation(digits_mlp, x, y, generator=_gen(), **settings)
     with torch.no_grad():
@@ -145,13 +145,13 @@ def test_deepfool_step_is_exact_on_a_linear_model(norm, linear_problem):
 
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, error, name", [
-    (dict(eps=-0.1), InvalidParameterError, "eps"),
-    (dict(eps=0.1, method="fgsm"), UnknownNameError, "method"),
-    (dict(eps=0.1, norm="l1"), UnknownNameError, "norm"),
-    (dict(eps=0.1, max_passes=0), InvalidParameterError, "max_passes"),
-    (dict(eps=0.1, target_fooling_rate=1.5), InvalidParameterError, "target_fooling_rate"),
-    (dict(eps=0.1, batch_size=0), InvalidParameterError, "batch_size"),
-    (dict(eps=0.1, step_size=0.0), InvalidParameterError, "step_size"),
+    ({"eps": -0.1}, InvalidParameterError, "eps"),
+    ({"eps": 0.1, "method": "fgsm"}, UnknownNameError, "method"),
+    ({"eps": 0.1, "norm": "l1"}, UnknownNameError, "norm"),
+    ({"eps": 0.1, "max_passes": 0}, InvalidParameterError, "max_passes"),
+    ({"eps": 0.1, "target_fooling_rate": 1.5}, InvalidParameterError, "target_fooling_rate"),
+    ({"eps": 0.1, "batch_size": 0}, InvalidParameterError, "batch_size"),
+    ({"eps": 0.1, "step_size": 0.0}, InvalidParameterError, "step_size"),
 ])
 def test_bad_settings_raise_one_line_errors(kwargs, error, name, digits_mlp, attack_batch):
     x, y = attack_batch

@@ -58,7 +58,7 @@ from robustlab.adversarial._core import (
     model_view,
 )
 
-__all__ = ["cw_l2", "ead", "CWL2", "EAD", "EAD_DECISION_RULES"]
+__all__ = ["CWL2", "EAD", "EAD_DECISION_RULES", "cw_l2", "ead"]
 
 #: EAD's rules for picking the best successful point: elastic-net distance or L1 distance.
 EAD_DECISION_RULES: tuple[str, ...] = ("en", "l1")
@@ -417,13 +417,16 @@ def _ead_impl(view: ModelView, x: torch.Tensor, labels: torch.Tensor,
         if binary_search_steps >= 10 and outer == binary_search_steps - 1:
             search.c = search.upper.clone()
         c = search.c
+
+        def objective(logits: torch.Tensor, c: torch.Tensor = c) -> torch.Tensor:
+            return c * _f6(logits, labels, targets, confidence)
+
         x_k, y_k = x.clone(), x.clone()
         succeeded = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         previous = float("inf")
         for k in range(num_steps):
             alpha = learning_rate * (1 - k / num_steps) ** EAD_LR_DECAY_POWER
-            grad, _, _ = input_gradient(
-                view, y_k, lambda z: c * _f6(z, labels, targets, confidence), index=index)
+            grad, _, _ = input_gradient(view, y_k, objective, index=index)
             grad = grad + 2 * (y_k - x)
             x_next = _shrink(y_k - alpha * grad, x, beta)
             y_k = x_next + (k / (k + 3)) * (x_next - x_k)

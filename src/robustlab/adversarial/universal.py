@@ -35,7 +35,13 @@ from typing import Any
 
 import torch
 
-from robustlab._checks import check_choice, check_int, check_number, check_probability, fail
+from robustlab._checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_probability,
+    fail,
+)
 from robustlab._constants import (
     EVAL_BATCH_SIZE,
     UAP_DEEPFOOL_GUARD,
@@ -62,16 +68,16 @@ from robustlab.adversarial._core import (
     normalize_direction,
     project,
 )
-from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
+from robustlab.errors import InvalidTypeError, ShapeError
 
 __all__ = [
+    "UAP",
     "UAP_METHODS",
     "UAP_NORMS",
     "UniversalPerturbation",
-    "universal_perturbation",
     "apply_universal",
     "universal_attack",
-    "UAP",
+    "universal_perturbation",
 ]
 
 #: Solvers of :func:`universal_perturbation`.
@@ -164,15 +170,16 @@ def universal_perturbation(
     norm : {"linf", "l2"}, default "linf"
     method : {"sgd", "deepfool"}, default "sgd"
         ``"deepfool"``: Moosavi-Dezfooli et al. 2017, Alg. 1; ``"sgd"``: Shafahi et al. 2020,
-        Alg. 1 (13x faster on ImageNet in their Sec. 4).
-    max_passes : int, default 10
+        Alg. 1 (13x faster than the DeepFool method on ImageNet, per their abstract).
+    max_passes : int, default 20
         Most passes (epochs) over the data. The reference loops until the target is met
         (``max_iter_uni = inf``); a bound keeps the cost predictable.
     target_fooling_rate : float in [0, 1], default 0.8
         Stop once the fooling rate on ``inputs`` reaches it (``1 - delta``, ``delta = 0.2`` in
         universal_pert.py).
-    batch_size : int, default 128
-        Minibatch of the SGD variant, and of the fooling-rate evaluation for both methods.
+    batch_size : int, default 32
+        Minibatch of the SGD variant (small enough for several steps per pass on a few hundred
+        examples). Ignored by ``"deepfool"``.
     step_size : float, optional
         SGD step; default ``2.5 * eps / (max_passes * number of minibatches)``, the rule of
         Madry et al. 2018 (App. A) that lets the iterate cross the ball once in the step budget.
@@ -272,19 +279,19 @@ def _check_settings(*, eps: Any, norm: Any, method: Any, max_passes: Any, target
                     batch_size: Any, step_size: Any, loss_clip: Any, deepfool_steps: Any,
                     overshoot: Any) -> dict[str, Any]:
     eps = check_eps(eps)
-    return dict(
-        eps=eps,
-        norm=check_norm(norm, allowed=UAP_NORMS),
-        method=check_choice("method", method, UAP_METHODS),
-        max_passes=check_int("max_passes", max_passes, low=1),
-        target_fooling_rate=check_probability("target_fooling_rate", target_fooling_rate),
-        batch_size=check_int("batch_size", batch_size, low=1),
-        step_size=(None if step_size is None
+    return {
+        "eps": eps,
+        "norm": check_norm(norm, allowed=UAP_NORMS),
+        "method": check_choice("method", method, UAP_METHODS),
+        "max_passes": check_int("max_passes", max_passes, low=1),
+        "target_fooling_rate": check_probability("target_fooling_rate", target_fooling_rate),
+        "batch_size": check_int("batch_size", batch_size, low=1),
+        "step_size": (None if step_size is None
                    else check_number("step_size", step_size, low=0.0, low_inclusive=False)),
-        loss_clip=check_number("loss_clip", loss_clip, low=0.0, low_inclusive=False),
-        deepfool_steps=check_int("deepfool_steps", deepfool_steps, low=1),
-        overshoot=check_number("overshoot", overshoot, low=0.0),
-    )
+        "loss_clip": check_number("loss_clip", loss_clip, low=0.0, low_inclusive=False),
+        "deepfool_steps": check_int("deepfool_steps", deepfool_steps, low=1),
+        "overshoot": check_number("overshoot", overshoot, low=0.0),
+    }
 
 
 # --------------------------------------------------------------------------- solvers
@@ -297,12 +304,11 @@ def _randperm(n: int, generator: torch.Generator, device: torch.device) -> torch
     return torch.randperm(n, generator=generator, device=generator.device).to(device)
 
 
-def _fooling_rate(view: ModelView, x: torch.Tensor, labels: torch.Tensor, v: torch.Tensor,
-                  batch_size: int) -> float:
+def _fooling_rate(view: ModelView, x: torch.Tensor, labels: torch.Tensor, v: torch.Tensor) -> float:
     wrong = 0
     with torch.no_grad():
-        for start in range(0, x.shape[0], max(batch_size, EVAL_BATCH_SIZE)):
-            stop = min(start + max(batch_size, EVAL_BATCH_SIZE), x.shape[0])
+        for start in range(0, x.shape[0], EVAL_BATCH_SIZE):
+            stop = min(start + EVAL_BATCH_SIZE, x.shape[0])
             index = torch.arange(start, stop, device=x.device)
             pred = view((x[start:stop] + v).clamp(0.0, 1.0), index).argmax(dim=1)
             wrong += int((pred != labels[start:stop]).sum())
@@ -318,7 +324,7 @@ def _universal_impl(view: ModelView, x: torch.Tensor, labels: torch.Tensor, *,
         num_batches = -(-x.shape[0] // batch_size)
         step_size = UAP_SGD_STEP_FACTOR * eps / max(max_passes * num_batches, 1)
     v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
-    best_v, best_rate = v, _fooling_rate(view, x, labels, v, batch_size)
+    best_v, best_rate = v, _fooling_rate(view, x, labels, v)
     one_pass: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     if method == "deepfool":
         def one_pass(v: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -332,7 +338,7 @@ def _universal_impl(view: ModelView, x: torch.Tensor, labels: torch.Tensor, *,
     while best_rate < target_fooling_rate and passes < max_passes and eps > 0:
         v = one_pass(v, _randperm(x.shape[0], generator, x.device))
         passes += 1
-        rate = _fooling_rate(view, x, labels, v, batch_size)
+        rate = _fooling_rate(view, x, labels, v)
         if rate > best_rate:
             best_v, best_rate = v, rate
     return UniversalPerturbation(perturbation=best_v.detach().clone(), fooling_rate=best_rate,
