@@ -126,7 +126,9 @@ class _Best:
     def offer(self, adv: torch.Tensor, dist: torch.Tensor, is_adv: torch.Tensor) -> None:
         better = is_adv & (dist < self.dist)
         self.dist = torch.where(better, dist, self.dist)
-        self.adv[better] = adv.detach()[better]
+        # torch.where, not masked assignment: no host sync per step on a GPU
+        mask = better.reshape((-1,) + (1,) * (adv.ndim - 1))
+        self.adv = torch.where(mask, adv.detach(), self.adv)
 
 
 def _check_common(confidence: Any, c_init: Any, binary_search_steps: Any, num_steps: Any,
