@@ -134,10 +134,16 @@ def cv_gaussian_taps(ksize: int, sigma: float) -> tuple[float, ...]:
 
 
 def box_blur3(x: torch.Tensor) -> torch.Tensor:
-    """``cv2.blur(x, (3, 3))`` (normalised box, BORDER_REFLECT_101) over the last two dims."""
-    taps = (1 / 3, 1 / 3, 1 / 3)
-    h, w = x.shape[-2:]
-    return separable(x, filter_matrix(h, taps, "mirror"), filter_matrix(w, taps, "mirror"))
+    """``cv2.blur(x, (3, 3))`` (normalised box, BORDER_REFLECT_101) over the last two dims.
+
+    As OpenCV's float box filter: 3-sums along rows, then along columns, times 1/9.
+    """
+    xp = pad(x, 1, 1, "mirror")
+    rows = xp[..., :, :-2] + xp[..., :, 1:-1]
+    rows += xp[..., :, 2:]
+    out = rows[..., :-2, :] + rows[..., 1:-1, :]
+    out += rows[..., 2:, :]
+    return out.mul_(1 / 9)
 
 
 def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from robustlab.corruptions._ops import box_blur3, correlate2d
+from robustlab.corruptions._ops import box_blur3, correlate2d, pad
 
 # OpenCV's canny.cpp: tan(22.5 deg); non-maximum suppression sector boundaries.
 _TAN22 = 0.4142135623730950488016887242097
-# distanceTransform(DIST_L2, DIST_MASK_5) chamfer weights (OpenCV docs: a=1, b=1.4, c=2.1969).
-_CHAMFER5 = ((0, 1, 1.0), (1, 0, 1.0), (0, -1, 1.0), (-1, 0, 1.0),
-             (1, 1, 1.4), (1, -1, 1.4), (-1, 1, 1.4), (-1, -1, 1.4),
-             (1, 2, 2.1969), (2, 1, 2.1969), (-1, 2, 2.1969), (-2, 1, 2.1969),
-             (1, -2, 2.1969), (2, -1, 2.1969), (-1, -2, 2.1969), (-2, -1, 2.1969))
+# distanceTransform(DIST_L2, DIST_MASK_5) chamfer weights (OpenCV docs: a=1, b=1.4, c=2.1969),
+# each with its (dy, dx) mask offsets.
+_CHAMFER5 = (
+    (1.0, ((0, 1), (1, 0), (0, -1), (-1, 0))),
+    (1.4, ((1, 1), (1, -1), (-1, 1), (-1, -1))),
+    (2.1969, ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))),
+)
 # spatter's emboss kernel (make_*_c.py) and distance truncation.
 _EMBOSS = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))
 _DIST_TRUNC = 20.0
@@ -32,10 +34,7 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     then hysteresis: pixels above ``high`` seed edges that grow through 8-connected pixels above
     ``low``. Returns a bool edge map.
     """
-    sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=img.dtype,
-                       device=img.device)
-    dx = correlate2d(img, sob, "nearest")
-    dy = correlate2d(img, sob.t(), "nearest")
+    dx, dy = _sobel(img)
     mag = dx.abs() + dy.abs()
     mp = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside the image, as OpenCV's buffer
     h, w = img.shape[-2:]
@@ -55,31 +54,62 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     cand = keep & (mag > int(low))
     edges = cand & (mag > int(high))
     while True:
-        grown = cand & (F.max_pool2d(edges.to(img.dtype), 3, 1, 1) > 0)
-        if bool((grown == edges).all()):
+        grown = _dilate3(edges).logical_and_(cand)
+        if torch.equal(grown, edges):
             return edges
         edges = grown
 
 
+def _sobel(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 Sobel derivatives (x, y) with replicated borders, as smoothing [1 2 1] times a
+    central difference (exact: the inputs are integers)."""
+    p = pad(img, 1, 1, "nearest")
+    smooth_y = p[..., :-2, :] + p[..., 2:, :]
+    smooth_y.add_(p[..., 1:-1, :], alpha=2)
+    smooth_x = p[..., :, :-2] + p[..., :, 2:]
+    smooth_x.add_(p[..., :, 1:-1], alpha=2)
+    return smooth_y[..., 2:] - smooth_y[..., :-2], smooth_x[..., 2:, :] - smooth_x[..., :-2, :]
+
+
+def _dilate3(mask: torch.Tensor) -> torch.Tensor:
+    """3x3 binary dilation of a bool (N, 1, H, W) map (outside the image counts as False)."""
+    p = F.pad(mask, (1, 1, 1, 1))
+    rows = p[..., :, :-2] | p[..., :, 1:-1] | p[..., :, 2:]
+    return rows[..., :-2, :] | rows[..., 1:-1, :] | rows[..., 2:, :]
+
+
 def distance_to_edges(edges: torch.Tensor) -> torch.Tensor:
-    """Chamfer-5x5 distance to the nearest edge pixel, truncated at 20 (float).
+    """Chamfer-5x5 distance to the nearest edge pixel, truncated at 20 (float32).
 
     ``cv2.distanceTransform(255 - canny, DIST_L2, 5)`` followed by ``threshold(.., 20, 20,
-    THRESH_TRUNC)``. Every chamfer step costs at least 1, so 20 relaxation sweeps give every
-    distance up to 20 exactly; larger ones are truncated to 20 anyway.
+    THRESH_TRUNC)``. Relaxation sweeps ``d = min(d, d[neighbour] + cost)`` over the 16 mask
+    offsets, starting from 0 on edges and 20 elsewhere (the truncation, so no sweep spends time
+    on distances above it). Every chamfer step costs at least 1, so 20 sweeps give every distance
+    below 20 exactly. Offsets are grouped by cost (``min(a + c, b + c) == min(a, b) + c`` holds
+    in floating point too) and the sweeps ping-pong between two padded buffers.
     """
-    big = 1e6
-    d = torch.where(edges, 0.0, big).to(torch.float32)
-    h, w = d.shape[-2:]
+    h, w = edges.shape[-2:]
+    cur = torch.full((*edges.shape[:-2], h + 4, w + 4), _DIST_TRUNC, dtype=torch.float32,
+                     device=edges.device)
+    nxt = cur.clone()
+    cur[..., 2:-2, 2:-2].masked_fill_(edges, 0.0)
+    best = torch.empty(*edges.shape[:-2], h, w, dtype=torch.float32, device=edges.device)
+
+    def at(p: torch.Tensor, oy: int, ox: int) -> torch.Tensor:
+        return p[..., 2 + oy : 2 + oy + h, 2 + ox : 2 + ox + w]
+
     for _ in range(int(_DIST_TRUNC)):
-        dp = F.pad(d, (2, 2, 2, 2), value=big)
-        new = d
-        for oy, ox, cost in _CHAMFER5:
-            new = torch.minimum(new, dp[..., 2 + oy : 2 + oy + h, 2 + ox : 2 + ox + w] + cost)
-        if bool((new == d).all()):
+        out = at(nxt, 0, 0)
+        out.copy_(at(cur, 0, 0))
+        for cost, offsets in _CHAMFER5:
+            torch.minimum(at(cur, *offsets[0]), at(cur, *offsets[1]), out=best)
+            for oy, ox in offsets[2:]:
+                torch.minimum(best, at(cur, oy, ox), out=best)
+            torch.minimum(out, best.add_(cost), out=out)
+        if torch.equal(nxt, cur):
             break
-        d = new
-    return d.clamp(max=_DIST_TRUNC)
+        cur, nxt = nxt, cur
+    return at(cur, 0, 0).clone()
 
 
 def equalize_hist(img: torch.Tensor) -> torch.Tensor:
