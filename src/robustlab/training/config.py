@@ -48,8 +48,10 @@ class TrainConfig:
         Nesterov momentum for SGD; needs ``momentum > 0``.
     weight_decay : float >= 0, default 5e-4
         L2 penalty for SGD, decoupled decay for AdamW; applied to every trainable tensor.
-    schedule : {"constant", "cosine", "step"}, default "cosine"
-        See :func:`robustlab.training.optim.lr_factor`; stepped every iteration.
+    schedule : {"constant", "cosine", "step", "linear-decay"}, default "cosine"
+        See :func:`robustlab.training.optim.lr_factor`; stepped every iteration. ``"linear-decay"``
+        with a long ``warmup_epochs`` is the "slow start, fast decay" schedule for adversarial
+        fine-tuning (Jeddi et al. 2020).
     warmup_epochs : int in [0, epochs), default 0
         Linear warm-up from ``lr / warmup_iters`` to ``lr`` before the schedule (any schedule).
     milestones : sequence of int, default ()

@@ -66,7 +66,8 @@ __all__ = [
 #: (so ``build_objective("gce")`` works without importing them first, and nothing runs at import).
 BUILTIN_METHOD_MODULES: tuple[str, ...] = ("robustlab.label_noise.objectives", "robustlab.label_noise.selection",
                                              "robustlab.label_noise.dividemix",
-                                             "robustlab.corruptions.augment")
+                                             "robustlab.corruptions.augment",
+                                             "robustlab.adversarial.training")
 
 #: What :meth:`Objective.extra_parameters` may yield: a tensor to optimise, or a torch
 #: parameter-group dict (``{"params": [...], "weight_decay": 0.0, ...}``) for its own settings.
@@ -225,6 +226,25 @@ class BaseObjective(ABC):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None
+
+    def epoch_metrics(self) -> Mapping[str, float]:
+        """Numbers measured once per epoch (in :meth:`on_epoch_end`) to store in the history.
+
+        Optional hook (not part of :class:`Objective`; the Trainer calls it when present): read
+        after :meth:`on_epoch_end` and merged into ``history[e]["metrics"]`` next to the epoch
+        means of the per-step metrics. Default: none.
+        """
+        return {}
+
+    def should_stop(self) -> bool:
+        """Whether training should end after the current epoch (e.g. a detected failure).
+
+        Optional hook (not part of :class:`Objective`; the Trainer calls it when present): read
+        after each epoch's history row and checkpoint are written; when True the Trainer ends the
+        run early (the checkpoint is written first, so the decision survives a resume as long as
+        :meth:`state_dict` keeps it). Default: never.
+        """
+        return False
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in _init_params(self).items())

@@ -42,7 +42,7 @@ _OPTIMIZERS: dict[str, Callable[[list[Any], TrainConfig], torch.optim.Optimizer]
 }
 
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(sorted(_OPTIMIZERS))
-SCHEDULE_NAMES: tuple[str, ...] = ("constant", "cosine", "step")
+SCHEDULE_NAMES: tuple[str, ...] = ("constant", "cosine", "step", "linear-decay")
 
 
 def build_optimizer(params: Iterable[torch.Tensor | Mapping[str, Any]], config: TrainConfig
@@ -81,7 +81,12 @@ def lr_factor(config: TrainConfig, iteration: int, *, steps_per_epoch: int) -> f
     * ``"constant"``: ``1``;
     * ``"cosine"``: ``(1 + cos(pi * (t - W) / (T - W))) / 2`` — from 1 down towards 0
       (Loshchilov & Hutter, 2017, SGDR, Eq. 5 with one cycle and ``eta_min = 0``);
-    * ``"step"``: ``gamma ** m`` where ``m`` is the number of milestones ``<= t // steps_per_epoch``.
+    * ``"step"``: ``gamma ** m`` where ``m`` is the number of milestones ``<= t // steps_per_epoch``;
+    * ``"linear-decay"``: ``1 - (t - W) / (T - W)`` — straight down to 0 at the end. With a long
+      warm-up this is a triangular "slow start, fast decay" schedule, the one Jeddi et al. (2020,
+      "A simple fine-tuning is all you need", arXiv:2012.13628) propose for adversarial
+      fine-tuning of a pretrained model (the split between the phases, ``warmup_epochs``,
+      is the user's choice; the paper's exact values were not checked here).
     """
     check_int("iteration", iteration, low=0)
     check_int("steps_per_epoch", steps_per_epoch, low=1)
@@ -92,6 +97,9 @@ def lr_factor(config: TrainConfig, iteration: int, *, steps_per_epoch: int) -> f
         total = config.epochs * steps_per_epoch
         progress = min(1.0, (iteration - warmup) / (total - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "linear-decay":
+        total = config.epochs * steps_per_epoch
+        return max(0.0, 1.0 - (iteration - warmup) / (total - warmup))
     if config.schedule == "step":
         epoch = iteration // steps_per_epoch
         return config.gamma ** bisect.bisect_right(config.milestones, epoch)

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,11 @@ class TrainResult:
         examples), ``train_acc`` (from the training forward passes; None if the objective returns
         no logits), ``val_loss`` / ``val_acc`` (cross entropy and accuracy on ``val`` in eval
         mode; None when not evaluated that epoch), ``lr`` (of the first parameter group at the
-        epoch's first step), ``seconds`` and ``metrics`` (the objective's metrics, epoch means).
+        epoch's first step), ``seconds`` and ``metrics`` (the objective's metrics, epoch means,
+        plus its :meth:`~robustlab.training.BaseObjective.epoch_metrics`). With ``val_metrics``
+        given to :meth:`Trainer.fit`, also ``val_<name>`` for each number it returns (absent on
+        epochs without validation). Shorter than ``config.epochs`` when the objective asked to
+        stop early (:meth:`~robustlab.training.BaseObjective.should_stop`).
     records : TrainingRecords or None
         Per-example records when ``config.record_examples``.
     best_val_acc, final_val_acc : float or None
@@ -146,6 +150,7 @@ class Trainer:
         val: Dataset | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         resume: bool = False,
+        val_metrics: Callable[[torch.nn.Module, Dataset], Mapping[str, float]] | None = None,
     ) -> TrainResult:
         """Train for ``config.epochs`` epochs (or the epochs left, when resuming).
 
@@ -163,6 +168,11 @@ class Trainer:
             Continue from the checkpoint in ``run_dir``. Its config must match ``config`` except
             ``eval_every``, ``checkpoint_every`` and ``device``; the objective name and the number
             of examples and classes must match too.
+        val_metrics : callable, optional
+            ``val_metrics(model, val) -> {name: float}``, run after the clean validation pass
+            (same epochs); each number is stored as ``history[e]["val_" + name]`` (e.g.
+            :func:`robustlab.adversarial.training.robust_accuracy_metric` for a PGD robust
+            accuracy curve). It must leave the model's state as it found it (attacks do).
 
         Returns
         -------
@@ -179,6 +189,9 @@ class Trainer:
         model, objective, config = self._checked()
         check_bool("resume", resume)
         _check_data(train, val)
+        if val_metrics is not None and not callable(val_metrics):
+            fail("val_metrics", "None or a callable (model, val) -> dict of floats", val_metrics,
+                 error=InvalidTypeError)
         checkpoint_path = _checkpoint_path(run_dir, resume=resume)
         device = _resolve_device(model, config)
         model.to(device)
@@ -188,7 +201,7 @@ class Trainer:
             run = _Run(model, objective, config, train, device)
             if resume:
                 run.load(load_checkpoint(checkpoint_path), source=str(checkpoint_path))
-            run.train(val=val, checkpoint_path=checkpoint_path)
+            run.train(val=val, checkpoint_path=checkpoint_path, val_metrics=val_metrics)
         return run.result()
 
     def _checked(self) -> tuple[torch.nn.Module, Objective, TrainConfig]:
@@ -228,11 +241,14 @@ class _Run:
         self.step = 0  # optimizer steps taken
 
     # ------------------------------------------------------------------ loop
-    def train(self, *, val: Dataset | None, checkpoint_path: Path | None) -> None:
+    def train(self, *, val: Dataset | None, checkpoint_path: Path | None,
+              val_metrics: Callable[[torch.nn.Module, Dataset], Mapping[str, float]] | None = None) -> None:
         epochs = self.config.epochs
         total = (epochs - self.epoch) * self.steps_per_epoch
         with progress("training", total=total) as bar:
             for epoch in range(self.epoch, epochs):
+                if _stop_requested(self.objective):  # a resumed run that had stopped early
+                    break
                 bar.update(description=f"epoch {epoch + 1}/{epochs}")
                 started = time.perf_counter()
                 lr = float(self.optimizer.param_groups[0]["lr"])
@@ -240,14 +256,21 @@ class _Run:
                 evaluate = val is not None and self._due(epoch, self.config.eval_every)
                 val_stats = (_evaluate(self.model, val, self.device) if evaluate
                              else {"val_loss": None, "val_acc": None})
+                if val_metrics is not None:
+                    val_stats.update(_extra_val_metrics(val_metrics, self.model, val, evaluate))
                 row = {"epoch": epoch, "train_loss": train_stats["train_loss"],
                        "train_acc": train_stats["train_acc"], **val_stats, "lr": lr,
                        "seconds": time.perf_counter() - started, "metrics": train_stats["metrics"]}
                 self.history.append(row)
                 self.epoch = epoch + 1
                 _log_epoch(row, epochs)
-                if checkpoint_path is not None and self._due(epoch, self.config.checkpoint_every):
+                stop = _stop_requested(self.objective)
+                if checkpoint_path is not None and (stop or self._due(epoch, self.config.checkpoint_every)):
                     save_checkpoint(self.state_dict(), checkpoint_path)
+                if stop:
+                    logger.warning("objective %r stopped training after epoch %d of %d",
+                                   self.objective.name, epoch + 1, epochs)
+                    break
 
     def _due(self, epoch: int, every: int) -> bool:
         return (epoch + 1) % every == 0 or epoch + 1 == self.config.epochs
@@ -268,7 +291,11 @@ class _Run:
         self.objective.on_epoch_end(epoch)
         if recorder is not None:
             recorder.write(self.records, epoch)
-        return stats.summary(epoch)
+        summary = stats.summary(epoch)
+        epoch_metrics = getattr(self.objective, "epoch_metrics", None)
+        if callable(epoch_metrics):
+            summary["metrics"].update({str(k): float(v) for k, v in epoch_metrics().items()})
+        return summary
 
     def _step(self, batch: Batch, epoch: int) -> ObjectiveOutput:
         sam = self.config.sam_rho is not None
@@ -503,6 +530,22 @@ def _evaluate(model: torch.nn.Module, val: Dataset, device: torch.device) -> dic
     labels = val.labels
     return {"val_loss": float(F.cross_entropy(logits, labels)),
             "val_acc": float((logits.argmax(dim=1) == labels).float().mean())}
+
+
+def _extra_val_metrics(fn: Callable[[torch.nn.Module, Dataset], Mapping[str, float]],
+                       model: torch.nn.Module, val: Dataset | None, evaluate: bool) -> dict[str, float | None]:
+    """``val_<name>`` entries of a history row; ``fn`` runs only on evaluation epochs."""
+    if not evaluate or val is None:
+        return {}
+    values = fn(model, val)
+    if not isinstance(values, Mapping):
+        fail("val_metrics", "a callable returning a dict of floats", values, error=InvalidTypeError)
+    return {f"val_{k}": float(v) for k, v in values.items()}
+
+
+def _stop_requested(objective: Objective) -> bool:
+    should_stop = getattr(objective, "should_stop", None)
+    return bool(should_stop()) if callable(should_stop) else False
 
 
 def _log_epoch(row: dict[str, Any], epochs: int) -> None:
