@@ -214,7 +214,8 @@ def suite_attacks(suite: str, *, eps: float, norm: str = "linf",
       but APGD-CE with 5 restarts and APGD-T with 5 target classes, both with ``use_largereps``
       (the APGD-L1 eps schedule of Croce & Hein, ICCV 2021). robustlab's :func:`apgd` has no
       ``use_largereps`` setting yet: where the function does not accept it, the L1 suite runs
-      without it (a documented deviation; robust accuracy may be slightly higher than AutoAttack's).
+      without it; and robustlab's Square offers only linf/l2, so the L1 suites run without Square
+      (documented deviations: L1 robust accuracy may be slightly higher than AutoAttack's).
     * ``"plus"`` = APGD-CE and APGD-DLR with 5 restarts, FAB (untargeted) with 5 restarts, Square
       (5000 queries; AutoAttack keeps Square at 1 restart in "plus" too), APGD-T (9 targets,
       1 restart), FAB-T (9 targets, 1 restart: ``run_standard_evaluation`` resets
@@ -266,14 +267,26 @@ def _suite_attacks(suite: str, eps: float, norm: str,
             first = (("apgd-ce", apgd("ce", 1)), ("apgd-t", apgd_t(t9)))
         if suite == "fast":
             return first
-        return first + (("fab-t", fab(True, 1)), ("square", square))
+        tail = (("fab-t", fab(True, 1)),) + ((("square", square),) if _square_offers(norm) else ())
+        return first + tail
     if suite == "plus":
         r = AUTOATTACK_PLUS_RESTARTS
-        return (("apgd-ce", apgd("ce", r)), ("apgd-dlr", apgd("dlr", r)), ("fab", fab(False, r)),
-                ("square", square), ("apgd-t", apgd_t(t9)), ("fab-t", fab(True, 1)))
+        sq = (("square", square),) if _square_offers(norm) else ()
+        return ((("apgd-ce", apgd("ce", r)), ("apgd-dlr", apgd("dlr", r)), ("fab", fab(False, r)))
+                + sq + (("apgd-t", apgd_t(t9)), ("fab-t", fab(True, 1))))
     # "rand"
     e = AUTOATTACK_RAND_EOT_ITER
     return (("apgd-ce", apgd("ce", 1, eot_iter=e)), ("apgd-dlr", apgd("dlr", 1, eot_iter=e)))
+
+
+def _square_offers(norm: str) -> bool:
+    """Whether robustlab's Square attack offers ``norm`` (AutoAttack's Square also has L1)."""
+    import importlib
+
+    try:
+        return norm in importlib.import_module(_SQUARE).SQUARE_NORMS
+    except (ImportError, AttributeError):
+        return norm in ("linf", "l2")
 
 
 def _largereps_kwargs() -> dict[str, Any]:
