@@ -46,8 +46,8 @@ def rand(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor)
 
 
 def randint(low: int, high: int, shape: tuple[int, ...], generator: torch.Generator,
-            device: torch.device) -> torch.Tensor:
-    out = torch.randint(low, high, shape, generator=generator, device=generator.device)
+            device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    out = torch.randint(low, high, shape, generator=generator, device=generator.device, dtype=dtype)
     return out.to(device)
 
 
@@ -376,24 +376,32 @@ def glass_sources(n: int, h: int, w: int, delta: int, generator: torch.Generator
     ``src[p] = src[q]`` if ``q`` was visited before ``p``, else ``q``. The sequential chain is
     resolved exactly by pointer jumping (``O(log chain)`` vector steps instead of a Python loop).
     """
-    hh = torch.arange(h, device=device)[:, None].expand(h, w)
-    ww = torch.arange(w, device=device)[None, :].expand(h, w)
-    visited = (hh >= delta + 1) & (hh <= h - delta) & (ww >= delta + 1) & (ww <= w - delta)
-    off = randint(-delta, delta, (n, 2, h, w), generator, device)  # (dx, dy) per pixel
-    qh = (hh + off[:, 1]).clamp(0, h - 1)
-    qw = (ww + off[:, 0]).clamp(0, w - 1)
-    p = (hh * w + ww).reshape(1, -1).expand(n, -1)
-    q = (qh * w + qw).reshape(n, -1)
-    vis = visited.reshape(1, -1).expand(n, -1)
-    target = torch.where(vis, q, p)
+    hh = torch.arange(h, device=device)[:, None]
+    ww = torch.arange(w, device=device)[None, :]
+    visited = (hh >= delta + 1) & (hh <= h - delta) & (ww >= delta + 1) & (ww <= w - delta)  # (H, W)
+    # int32 draws: the same values as int64 ones from the same generator, half the memory
+    off = randint(-delta, delta, (n, 2, h, w), generator, device, torch.int32)  # (dx, dy) per pixel
+    # a visited pixel's partner q = p + dy W + dx stays inside the image (|d| <= delta)
+    step = torch.addcmul(off[:, 0], off[:, 1], torch.tensor(w, dtype=torch.int32, device=device))
+    step.masked_fill_(~visited, 0)
     # q was visited before p  <=>  q is visited and comes later in raster order (visits go backwards)
-    follow = vis & vis.gather(1, target) & (target > p)
-    while bool(follow.any()):
-        nxt_target = target.gather(1, target)
-        nxt_follow = follow.gather(1, target)
-        target = torch.where(follow, nxt_target, target)
-        follow = follow & nxt_follow
-    return target
+    cand = (step > 0).reshape(-1).nonzero().squeeze(1)
+    # the batch as one flat array of global pixel indices: flat[p] = current source of p
+    flat = torch.arange(n * h * w, device=device)
+    flat += step.reshape(-1)
+    vis_flat = visited.reshape(-1)
+    follow = torch.zeros(n * h * w, dtype=torch.bool, device=device)
+    active = cand[vis_flat[flat[cand] % (h * w)]]
+    follow[active] = True
+    # pointer jumping on the still-following pixels only (about 44% of them, then 19%, 4%, ...);
+    # each round reads before it writes, so the rounds are synchronous
+    while active.numel():
+        via = flat[active]
+        flat[active] = flat[via]
+        keep = follow[via]
+        follow[active] = keep
+        active = active[keep]
+    return flat.view(n, h * w).sub_(torch.arange(n, device=device)[:, None] * (h * w))
 
 
 def zoom_sum(x: torch.Tensor, factors: tuple[float, ...]) -> torch.Tensor:
