@@ -384,18 +384,20 @@ def _deepfool_point(view: ModelView, x: torch.Tensor, label: int, v: torch.Tenso
     ``converged`` is False, and ``r`` zero, when the point is already misclassified under ``v``
     (Alg. 1 skips it); it is also False when ``num_steps`` steps do not fool the model.
     """
-    one = torch.tensor([i], device=x.device)
+    num_classes = view.num_classes
+    if num_classes is None:  # the view has not seen an output yet: one call tells K
+        with torch.no_grad():
+            num_classes = view((x + v).clamp(0.0, 1.0)[None], torch.tensor([i], device=x.device)).shape[1]
+    index = torch.full((num_classes,), i, dtype=torch.long, device=x.device)
     r_tot = torch.zeros_like(x)
     tiny = torch.finfo(x.dtype).tiny
     for it in range(num_steps + 1):
         point = (x + v + (1 + overshoot) * r_tot).clamp(0.0, 1.0)
-        with torch.no_grad():
-            z = view(point[None], one)[0]
+        z, jac = _logits_and_class_gradients(view, point, index, need_grad=it < num_steps, label=label)
         if int(z.argmax()) != label:
             return (1 + overshoot) * r_tot, it > 0
-        if it == num_steps:
+        if jac is None:
             break
-        jac = _class_gradients(view, point, z.shape[0], i)
         w = flat(jac - jac[label])
         f = z - z[label]
         dual = (w.abs().sum(dim=1) if norm == "linf" else w.norm(p=2, dim=1)).clamp_min(tiny)
@@ -408,15 +410,19 @@ def _deepfool_point(view: ModelView, x: torch.Tensor, label: int, v: torch.Tenso
     return (1 + overshoot) * r_tot, False
 
 
-def _class_gradients(view: ModelView, point: torch.Tensor, num_classes: int, i: int) -> torch.Tensor:
-    """``(K, ...)``: the gradient of each logit at ``point``, from one batched backward pass.
+def _logits_and_class_gradients(view: ModelView, point: torch.Tensor, index: torch.Tensor, *,
+                                need_grad: bool, label: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits ``(K,)`` at ``point`` and, unless it is misclassified, every logit's gradient ``(K, ...)``.
 
-    The point is copied ``K`` times and the sum of the diagonal of the ``(K, K)`` logits is
-    differentiated: row ``k`` of the gradient is ``grad Z_k`` (copies are independent).
+    One forward pass on ``K`` copies of the point: the diagonal of the ``(K, K)`` logits holds
+    ``Z_k`` of copy ``k``, so one backward pass of its sum gives ``grad Z_k`` in row ``k``.
     """
-    index = torch.full((num_classes,), i, dtype=torch.long, device=point.device)
+    k = index.numel()
     with torch.enable_grad():
-        copies = point.expand((num_classes,) + tuple(point.shape)).clone().requires_grad_(True)
+        copies = point.expand((k,) + tuple(point.shape)).clone().requires_grad_(need_grad)
         logits = view(copies, index)
+        z = logits.detach()[0]
+        if not need_grad or int(z.argmax()) != label:
+            return z, None
         jac, = torch.autograd.grad(logits.diagonal().sum(), copies)
-    return jac
+    return z, jac
