@@ -60,3 +60,9 @@ from robustlab.adversarial.masking import MaskingCheck, MaskingReport, check_gra
 __all__ += ["SUITES", "AccuracyCurve", "AttackStat", "MaskingCheck", "MaskingReport", "MinimalNorms",
             "RobustnessResult", "accuracy_curve", "accuracy_from_norms", "auac", "check_gradient_masking",
             "evaluate", "minimal_norm_distribution", "suite_attacks"]
+
+# --- minimum-norm attacks (robustlab.adversarial.fab, robustlab.adversarial.minimum_norm)
+from robustlab.adversarial.fab import FAB, FABTargeted, fab  # noqa: E402
+from robustlab.adversarial.minimum_norm import FMN, DeepFool, deepfool, fmn  # noqa: E402
+
+__all__ += ["FAB", "FABTargeted", "fab", "FMN", "DeepFool", "deepfool", "fmn"]

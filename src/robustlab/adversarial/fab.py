@@ -144,9 +144,9 @@ def box_hyperplane_step(t: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm:
     k = (progress < need[:, None]).sum(dim=1)
     kk = k.clamp(max=d - 1)[:, None]
     done_before = done.gather(1, kk) - cap_s.gather(1, kk)
-    lam = (need[:, None] - done_before) / rest.gather(1, kk).clamp_min(tiny)
-    lam = torch.where(k[:, None] < d, lam.clamp_min(0), torch.full_like(lam, math.inf))
-    return s * torch.minimum(lam * factor, room)
+    lam = ((need[:, None] - done_before) / rest.gather(1, kk).clamp_min(tiny)).clamp_min(0)
+    steps = torch.where(k[:, None] < d, torch.minimum(lam * factor, room), room)  # else: the corner
+    return s * steps
 
 
 # --------------------------------------------------------------------------- one run
