@@ -26,6 +26,9 @@ CASES = [
     AttackCase("cw-l2-targeted", cw_l2, dict(FAST), norm="l2", randomized=False, targeted=True,
                min_success=0.8),
     AttackCase("ead", ead, dict(FAST), norm="l1", randomized=False, min_success=0.8),
+    # eps mode: the battery's ball check applies (median L2 of FAST's points is about 0.65)
+    AttackCase("cw-l2-eps", cw_l2, {**FAST, "eps": 0.7}, norm="l2", randomized=False,
+               min_success=0.4),
 ]
 
 
@@ -58,6 +61,19 @@ def test_cw_l2_confidence_buys_a_margin_at_a_larger_norm(linear_problem):
         m = margin(model(strong.adv_inputs), labels)
     assert float(m.max()) <= -kappa + 1e-6  # z_y is at least kappa below the best other class
     assert bool((strong.norms > plain.norms).all())
+
+
+@pytest.mark.parametrize("fn, eps", [(cw_l2, 0.6), (ead, 2.3)])
+def test_eps_mode_keeps_exactly_the_points_inside_the_ball(fn, eps, digits_mlp, attack_batch):
+    x, y = attack_batch
+    free = fn(digits_mlp, x, y, **FAST)
+    bounded = fn(digits_mlp, x, y, eps=eps, **FAST)
+    inside = free.success & (free.norms <= eps)
+    assert 0 < int(inside.sum()) < int(free.success.sum())  # the radius splits the successes
+    assert torch.equal(bounded.success, inside)
+    assert torch.equal(bounded.adv_inputs[inside], free.adv_inputs[inside])
+    assert torch.equal(bounded.adv_inputs[~inside & free.success], x[~inside & free.success])
+    assert bounded.eps == eps and free.eps is None
 
 
 def test_ead_with_beta_zero_is_an_l2_attack(linear_problem):
@@ -140,6 +156,7 @@ def test_thin_classes_match_the_functions(digits_mlp, attack_batch):
     (ead, {"beta": -1e-3}, InvalidParameterError, "beta"),
     (ead, {"decision_rule": "l2"}, UnknownNameError, "decision_rule"),
     (ead, {"binary_search_steps": 0}, InvalidParameterError, "binary_search_steps"),
+    (cw_l2, {"eps": -1.0}, InvalidParameterError, "eps"),
 ])
 def test_bad_settings_raise_one_line_errors(fn, kwargs, error, name, digits_mlp, attack_batch):
     x, y = attack_batch

@@ -7,10 +7,12 @@ raises the lower bound and, while no success has been seen, multiplies ``c`` by 
 binary-search step restarts the optimisation from the clean input, and the attack keeps, per
 example, the successful point with the smallest distance seen over all steps.
 
-Threat model: minimum-norm. No eps; ``AttackResult.eps`` is ``None``, ``norms`` reports the
-distortion found (``"l2"`` for C&W, ``"l1"`` for EAD). Examples the attack could not break are
-returned unchanged (zero perturbation, ``success`` False); examples the model already
-misclassifies (untargeted) or already predicts as the target (targeted) are left unchanged.
+Threat model: minimum-norm. With ``eps=None`` (default) ``AttackResult.eps`` is ``None`` and
+``norms`` reports the distortion found (``"l2"`` for C&W, ``"l1"`` for EAD). With an ``eps``, a
+point counts only if its distortion is at most ``eps``: larger ones are replaced by the clean input
+(as FAB and AutoAttack do), so the result respects the ball and ``success`` means "broken within
+eps". Examples the attack could not break are returned unchanged (zero perturbation, ``success``
+False); examples the model already misclassifies (untargeted) or already predicts as the target (targeted) are left unchanged.
 Both attacks are deterministic: ``generator`` is accepted for the common signature and unused.
 
 References
@@ -51,11 +53,13 @@ from robustlab.adversarial._core import (
     AttackResult,
     ModelView,
     check_attack_args,
+    check_eps,
     finalize,
     flat,
     input_gradient,
     margin,
     model_view,
+    perturbation_norms,
 )
 
 __all__ = ["CWL2", "EAD", "EAD_DECISION_RULES", "cw_l2", "ead"]
@@ -144,11 +148,12 @@ def _check_common(confidence: Any, c_init: Any, binary_search_steps: Any, num_st
 
 
 def _run_on_unbroken(model: Any, inputs: torch.Tensor, labels: torch.Tensor,
-                     targets: torch.Tensor | None, norm: str, attack: Any) -> AttackResult:
+                     targets: torch.Tensor | None, norm: str, eps: float | None,
+                     attack: Any) -> AttackResult:
     """Attack only the examples not already adversarial; finish with :func:`finalize`.
 
     ``attack(view, x, labels, targets, index) -> (adv, num_iterations)`` runs on the subset
-    ``index`` of the batch.
+    ``index`` of the batch. With an ``eps``, points farther than ``eps`` are reverted to the input.
     """
     x = inputs.contiguous()
     with model_view(model, x) as view:
@@ -161,8 +166,11 @@ def _run_on_unbroken(model: Any, inputs: torch.Tensor, labels: torch.Tensor,
         if index.numel():
             sub_t = None if targets is None else targets[index]
             adv_sub, iterations = attack(view, x[index], labels[index], sub_t, index)
+            if eps is not None:
+                outside = perturbation_norms(adv_sub - x[index], norm) > eps
+                adv_sub = torch.where(outside.reshape((-1,) + (1,) * (x.ndim - 1)), x[index], adv_sub)
             adv[index] = adv_sub
-        return finalize(view, x, adv, labels, norm=norm, eps=None, targets=targets,
+        return finalize(view, x, adv, labels, norm=norm, eps=eps, targets=targets,
                         num_iterations=iterations)
 
 
@@ -205,6 +213,7 @@ def cw_l2(
     num_steps: int = OPT_NUM_STEPS,
     learning_rate: float = OPT_LEARNING_RATE,
     abort_early: bool = True,
+    eps: float | None = None,
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -243,6 +252,10 @@ def cw_l2(
     abort_early : bool, default True
         Every ``num_steps // 10`` steps, end the current binary-search step when the batch loss
         is above 0.9999 times its value at the previous check (l2_attack.py ``ABORT_EARLY``).
+    eps : float, optional
+        L2 radius. ``None`` (default): minimum-norm result. Given: a point farther than ``eps``
+        is replaced by the clean input, so ``success`` means "broken within eps" (not in the
+        paper; the convention of FAB in AutoAttack).
     targets : int64 Tensor (N,), optional
         Target classes (targeted attack); success then means "predicted as the target".
     generator : torch.Generator, optional
@@ -251,8 +264,8 @@ def cw_l2(
     Returns
     -------
     AttackResult
-        ``norm="l2"``, ``eps=None``; ``num_iterations`` is the total number of Adam steps over
-        all binary-search steps. Unbroken examples are returned unchanged.
+        ``norm="l2"`` and ``eps`` as given; ``num_iterations`` is the total number of Adam steps
+        over all binary-search steps. Unbroken examples are returned unchanged.
 
     Notes
     -----
@@ -269,6 +282,7 @@ def cw_l2(
     inputs, labels, targets = check_attack_args(inputs, labels, targets=targets, generator=generator)
     confidence, c_init, bss, num_steps, learning_rate, abort_early = _check_common(
         confidence, c_init, binary_search_steps, num_steps, learning_rate, abort_early)
+    eps = None if eps is None else check_eps(eps)
 
     def attack(view: ModelView, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None,
                index: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -276,7 +290,7 @@ def cw_l2(
                            binary_search_steps=bss, num_steps=num_steps,
                            learning_rate=learning_rate, abort_early=abort_early)
 
-    return _run_on_unbroken(model, inputs, labels, targets, "l2", attack)
+    return _run_on_unbroken(model, inputs, labels, targets, "l2", eps, attack)
 
 
 def _cw_l2_impl(view: ModelView, x: torch.Tensor, labels: torch.Tensor,
@@ -331,6 +345,7 @@ def ead(
     num_steps: int = OPT_NUM_STEPS,
     learning_rate: float = OPT_LEARNING_RATE,
     abort_early: bool = True,
+    eps: float | None = None,
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
@@ -369,11 +384,13 @@ def ead(
     num_steps : int, default 100
         FISTA iterations per binary-search step (ART's default ``max_iter``; the EAD paper uses
         1000 and en_attack.py 10000).
+    eps : float, optional
+        L1 radius; as in :func:`cw_l2` (``None``: minimum-norm result).
 
     Returns
     -------
     AttackResult
-        ``norm="l1"``, ``eps=None``; ``num_iterations`` is the total FISTA iterations over all
+        ``norm="l1"`` and ``eps`` as given; ``num_iterations`` is the total FISTA iterations over all
         binary-search steps. Each iteration costs two model evaluations (the gradient at ``y_k``
         and the check of ``x_{k+1}``).
 
@@ -389,6 +406,7 @@ def ead(
     decision_rule = check_choice("decision_rule", decision_rule, EAD_DECISION_RULES)
     confidence, c_init, bss, num_steps, learning_rate, abort_early = _check_common(
         confidence, c_init, binary_search_steps, num_steps, learning_rate, abort_early)
+    eps = None if eps is None else check_eps(eps)
 
     def attack(view: ModelView, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None,
                index: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -397,7 +415,7 @@ def ead(
                          num_steps=num_steps, learning_rate=learning_rate,
                          abort_early=abort_early)
 
-    return _run_on_unbroken(model, inputs, labels, targets, "l1", attack)
+    return _run_on_unbroken(model, inputs, labels, targets, "l1", eps, attack)
 
 
 def _shrink(z: torch.Tensor, x: torch.Tensor, beta: float) -> torch.Tensor:
