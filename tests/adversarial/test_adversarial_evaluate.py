@@ -92,7 +92,12 @@ def _check_invariants(res: RobustnessResult, model: nn.Module, x: torch.Tensor, 
 
 # --------------------------------------------------------------------------- differential
 def test_standard_matches_torchattacks_autoattack(digits_cnn, attack_batch):
-    """Same suite as AutoAttack: robust accuracy within 0.5 pp or one example of torchattacks'."""
+    """Same suite as AutoAttack: robust accuracy within 0.5 pp or one example of torchattacks'.
+
+    torchattacks' port runs APGD, APGD-T and FAB with its own default of 10 iterations (fra31 uses
+    100, as robustlab does), so robustlab is at least as strong; on this model both reach the same
+    per-example worst case up to one example.
+    """
     import torchattacks  # test-only dependency (a port of fra31/auto-attack, which CI lacks)
 
     x, y = attack_batch
@@ -124,6 +129,8 @@ def test_suites_follow_autoattack_set_version():
     std_l1 = dict(suite_attacks("standard", eps=EPS, norm="l1", num_classes=10))
     assert std_l1["apgd-ce"].settings["restarts"] == 5
     assert std_l1["apgd-t"].settings["num_target_classes"] == 5
+    # robustlab's Square offers linf/l2 only: the L1 suite runs without it (documented deviation)
+    assert "square" not in std_l1 and list(std_l1) == ["apgd-ce", "apgd-t", "fab-t"]
     # never more target classes than the model has other classes
     three = dict(suite_attacks("standard", eps=EPS, num_classes=3))
     assert three["apgd-t"].settings["num_target_classes"] == 2

@@ -1,10 +1,11 @@
 """Robustness over a range of radii: accuracy–perturbation curves, AUAC, minimal-norm distributions.
 
 A single robust accuracy at one ``eps`` hides how a model degrades; papers compare whole curves
-(Wong, Schmidt & Kolter, "Wasserstein adversarial examples via projected Sinkhorn iterations",
-ICML 2019, Fig. 2-3: adversarial accuracy against the radius) and summarise them by the area under
-the accuracy curve, AUAC (Bouniot, Audigier & Loesch, "Optimal transport as a defense against
-adversarial attacks", ICPR 2020 — the Sinkhorn adversarial training (SAT) paper, Sec. V).
+(e.g. Wong, Schmidt & Kolter, "Wasserstein adversarial examples via projected Sinkhorn
+iterations", ICML 2019, plot adversarial accuracy against the radius) and summarise them by the
+area under the accuracy curve, AUAC (Bouniot, Audigier & Loesch, "Optimal transport as a defense
+against adversarial attacks", ICPR 2020, arXiv:2102.03156 — the paper that introduces Sinkhorn
+Adversarial Training, SAT).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def auac(eps: Sequence[float], accuracy: Sequence[float]) -> float:
 
     Notes
     -----
-    Bouniot et al. (ICPR 2020, Sec. V) define AUAC as the area under the accuracy curve over a
-    range of perturbation sizes, computed with the trapezoid rule. The raw area depends on the
+    Bouniot et al. (ICPR 2020) propose AUAC, the area under the accuracy curve over a range of
+    perturbation sizes, computed with the trapezoid rule. The raw area depends on the
     units and extent of the eps range; robustlab divides by ``eps[-1] - eps[0]`` so the number is
     the mean accuracy over the range (a model at constant accuracy ``a`` scores ``a``) and curves
     over the same range compare directly. Only curves over the SAME grid range are comparable;
