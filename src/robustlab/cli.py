@@ -198,7 +198,7 @@ def train(
     optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "adamw",
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
     weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 5e-4,
-    schedule: Annotated[str, typer.Option(help="constant, cosine or step.")] = "cosine",
+    schedule: Annotated[str, typer.Option(help="constant, cosine, step or linear-decay.")] = "cosine",
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.")] = None,
     record_examples: Annotated[bool, typer.Option(help="Keep per-example loss/margin records.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order (the test split is fixed).")] = DEFAULT_SEED,
@@ -207,8 +207,29 @@ def train(
         "--label-noise", help="Inject label noise into the training split, KIND:RATE with KIND one of "
         "symmetric, symmetric-inclusive, pair, cifar10-asym, instance (or transition:PATH.npy); "
         "seeded by --seed, saved to noise.npz in --out.")] = None,
+    eps: Annotated[Optional[float], typer.Option(
+        help="Perturbation radius of an adversarial method (pgd-at, trades, mart, fast-at, vat); also the "
+        "radius of the per-epoch PGD robust accuracy in history.json.")] = None,
+    method_param: Annotated[Optional[list[str]], typer.Option(
+        "--method-param", help="KEY=VALUE option of the method (repeatable), e.g. --method-param beta=6 "
+        "--method-param norm=l2; VALUE is read as int, float, true/false, none or text.")] = None,
+    sam_rho: Annotated[Optional[float], typer.Option(
+        help="Sharpness-aware minimisation radius around any method (0.05 is usual).")] = None,
+    warmup_epochs: Annotated[int, typer.Option(
+        help="Linear learning-rate warm-up epochs (with --schedule linear-decay: the slow start of "
+        "adversarial fine-tuning).")] = 0,
+    init: Annotated[Optional[Path], typer.Option(
+        help="Fine-tune this saved model folder instead of training --model from scratch.")] = None,
+    eval_eps: Annotated[Optional[float], typer.Option(
+        help="Radius of the per-epoch PGD robust accuracy on the test split (val_robust_acc in "
+        "history.json); default: --eps when given; 0 turns it off.")] = None,
 ) -> None:
-    """Train a model on a dataset with a named objective; checkpoints every epoch (--resume continues)."""
+    """Train a model on a dataset with a named objective; checkpoints every epoch (--resume continues).
+
+    Adversarial training: robustlab train --method pgd-at --eps 0.1 (history.json then holds the
+    clean and PGD robust test accuracy of every epoch). Fine-tuning a trained model adversarially:
+    --init MODEL_DIR --schedule linear-decay --warmup-epochs K.
+    """
     from robustlab import zoo
     from robustlab._checks import check_writable_dir
     from robustlab.models import save_model
@@ -216,20 +237,100 @@ def train(
 
     out_dir = check_writable_dir("out", out)
     noise_spec = _parse_label_noise(label_noise)
-    objective = build_objective(method)
+    objective = build_objective(method, **_method_params(method, method_param, eps))
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                          weight_decay=weight_decay, schedule=schedule, grad_clip_norm=grad_clip,
-                         record_examples=record_examples, seed=seed)
+                         record_examples=record_examples, seed=seed, sam_rho=sam_rho,
+                         warmup_epochs=warmup_epochs)
+    val_metrics = _robust_curve(objective, eval_eps if eval_eps is not None else eps)
     train_ds, test_ds = zoo.load_splits(data)
     train_ds = _apply_label_noise(noise_spec, train_ds, seed=seed, out_dir=out_dir, resume=resume)
-    net, mconf = zoo.build_for_data(model, train_ds, seed=seed)
-    result = Trainer(net, objective, config).fit(train_ds, val=test_ds, run_dir=out_dir, resume=resume)
+    net, mconf = _initial_model(init, model, train_ds, seed=seed)
+    result = Trainer(net, objective, config).fit(train_ds, val=test_ds, run_dir=out_dir, resume=resume,
+                                                 val_metrics=val_metrics)
     save_model(result.model, out_dir / "model", mconf)
     (out_dir / "history.json").write_text(json.dumps(result.history, indent=1))
     last = result.history[-1] if result.history else {}
-    _console().print(f"trained {model} on {data} with {method}: val accuracy "
-                     f"{last.get('val_acc', float('nan')):.4f} after {len(result.history)} epochs; "
+    robust = (f", PGD robust accuracy {last['val_robust_acc']:.4f}" if last.get("val_robust_acc") is not None
+              else "")
+    _console().print(f"trained {mconf.name} on {data} with {method}: val accuracy "
+                     f"{last.get('val_acc', float('nan')):.4f}{robust} after {len(result.history)} epochs; "
                      f"model saved to {out_dir / 'model'}")
+
+
+def _parse_param_value(text: str) -> Any:
+    """``--method-param`` values: int, float, true/false, none, else the text itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _method_params(method: str, pairs: list[str] | None, eps: float | None) -> dict[str, Any]:
+    """``--method-param KEY=VALUE`` (and ``--eps``) as keyword arguments of the method, checked by name."""
+    import inspect
+
+    from robustlab._checks import fail
+    from robustlab.training import OBJECTIVES
+
+    cls = OBJECTIVES.get(method)
+    accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    listing = ", ".join(accepted) or "none"
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            fail("method_param", "KEY=VALUE", pair)
+        if key not in accepted:
+            fail("method_param", f"KEY=VALUE with KEY one of the {method!r} method's parameters ({listing})",
+                 key)
+        params[key] = _parse_param_value(value)
+    if eps is not None:
+        if "eps" not in accepted:
+            fail("eps", f"left out for the {method!r} method, which has no perturbation radius "
+                 "(use --eval-eps for a robust-accuracy curve)", eps)
+        if "eps" in params:
+            fail("method_param", "free of 'eps' when --eps is given", "eps", describe_got=False)
+        params["eps"] = eps
+    return params
+
+
+def _robust_curve(objective: Any, eps: float | None) -> Any:
+    """Per-epoch PGD robust accuracy on the test split (history.json ``val_robust_acc``), or None."""
+    if eps is None or eps == 0:
+        return None
+    from robustlab.adversarial.training import robust_accuracy_metric
+
+    norm = getattr(objective, "norm", "linf")
+    return robust_accuracy_metric(eps=eps, norm=norm)
+
+
+def _initial_model(init: Path | None, arch: str, train_ds: Any, *, seed: int) -> tuple[Any, Any]:
+    """A fresh ``arch`` for the data, or the saved model to fine-tune (checked against the data)."""
+    from robustlab import zoo
+
+    if init is None:
+        return zoo.build_for_data(arch, train_ds, seed=seed)
+    from robustlab._checks import fail
+    from robustlab.errors import DataNotFoundError
+    from robustlab.models import load_model
+
+    if not init.exists():
+        fail("init", "a saved model folder", str(init), error=DataNotFoundError)
+    net, mconf = load_model(init)
+    if tuple(mconf.input_shape) != tuple(train_ds.input_shape) or mconf.num_classes != train_ds.num_classes:
+        fail("init", f"a model for inputs {tuple(train_ds.input_shape)} and {train_ds.num_classes} classes",
+             f"inputs {tuple(mconf.input_shape)}, {mconf.num_classes} classes", describe_got=False)
+    return net, mconf
 
 
 # --------------------------------------------------------------------------- train --label-noise
