@@ -66,3 +66,18 @@ from robustlab.adversarial.fab import FAB, FABTargeted, fab  # noqa: E402
 from robustlab.adversarial.minimum_norm import FMN, DeepFool, deepfool, fmn  # noqa: E402
 
 __all__ += ["FAB", "FABTargeted", "fab", "FMN", "DeepFool", "deepfool", "fmn"]
+
+# --- adversarial training (robustlab.adversarial.training*): Trainer objectives "pgd-at", "trades",
+# "mart", "fast-at", "vat"
+from robustlab.adversarial.training import (  # noqa: E402
+    MART,
+    TRADES,
+    FastAdversarialTraining,
+    PGDAdversarialTraining,
+    VirtualAdversarialTraining,
+    detect_catastrophic_overfitting,
+    robust_accuracy_metric,
+)
+
+__all__ += ["MART", "TRADES", "FastAdversarialTraining", "PGDAdversarialTraining", "VirtualAdversarialTraining",
+            "detect_catastrophic_overfitting", "robust_accuracy_metric"]
