@@ -81,3 +81,8 @@ from robustlab.adversarial.training import (  # noqa: E402
 
 __all__ += ["MART", "TRADES", "FastAdversarialTraining", "PGDAdversarialTraining", "VirtualAdversarialTraining",
             "detect_catastrophic_overfitting", "robust_accuracy_metric"]
+
+# --- Auto-PGD (robustlab.adversarial.apgd)
+from robustlab.adversarial.apgd import APGDCE, APGDDLR, APGDT, apgd, apgd_targeted  # noqa: E402
+
+__all__ += ["APGDCE", "APGDDLR", "APGDT", "apgd", "apgd_targeted"]
