@@ -671,25 +671,3 @@ VAT_ALPHA = 1.0
 #: this many validation examples, PGD with this many steps.
 VAL_ROBUST_MAX_EXAMPLES = 512
 VAL_ROBUST_NUM_STEPS = 10
-
-#: APGD (Croce & Hein, ICML 2020, Alg. 1 / Sec. 3.2; fra31/auto-attack autopgd_base.py
-#: ``APGDAttack.__init__`` and ``attack_single_run``): momentum ``alpha``; checkpoints
-#: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); initial step
-#: 2 * eps (Linf, L2) or 1 * eps (L1).
-APGD_MOMENTUM = 0.75
-APGD_FIRST_CHECKPOINT = 0.22
-APGD_CHECKPOINT_DECAY = 0.03
-APGD_MIN_CHECKPOINT = 0.06
-APGD_STEP_FACTOR = 2.0
-APGD_L1_STEP_FACTOR = 1.0
-
-#: APGD-L1 (Croce & Hein, "Mind the box", ICML 2021, Sec. 3; autopgd_base.py L1 branch): the
-#: step moves the top 20% |grad| coordinates at first; every 4% of the iterations the sparsity
-#: becomes ||x_best - x||_0 / 1.5; when it shrank by more than 5% the step is reset to its initial
-#: value and the run restarts from x_best, otherwise the step is divided by 1.5 (down to 1/10).
-APGD_L1_INIT_SPARSITY = 0.2
-APGD_L1_CHECKPOINT = 0.04
-APGD_L1_SPARSITY_DROP = 0.95
-APGD_L1_SPARSITY_DIVISOR = 1.5
-APGD_L1_STEP_DIVISOR = 1.5
-APGD_L1_MIN_STEP_RATIO = 10.0
