@@ -168,6 +168,19 @@ def test_same_generator_same_result(digits_cnn, attack_batch):
     assert a.broken_by == b.broken_by
 
 
+def test_deterministic_attacks_do_not_depend_on_batch_size(digits_cnn, attack_batch):
+    """With deterministic attacks (FGSM) chunking changes nothing: the per-example worst case is
+    the same for any batch_size (randomised attacks differ, see evaluate's Notes)."""
+    from robustlab.adversarial.gradient import FGSM, PGD
+
+    x, y = attack_batch
+    attacks = [("fgsm", FGSM(eps=EPS)), ("pgd", PGD(eps=EPS, num_steps=5, random_start=False))]
+    whole = evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(0), attacks=attacks, batch_size=64)
+    chunked = evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(1), attacks=attacks, batch_size=7)
+    assert torch.equal(whole.robust, chunked.robust) and whole.broken_by == chunked.broken_by
+    assert torch.allclose(whole.adv_inputs, chunked.adv_inputs, atol=1e-6)
+
+
 def test_eps_zero_runs_no_attack(digits_cnn, attack_batch):
     x, y = attack_batch
     rec = _Recorder(_fgsm_like(0.0))

@@ -138,3 +138,35 @@ def test_bad_arguments(digits_cnn, attack_batch, kwargs, error, match):
     with pytest.raises(error, match=match) as info:
         check_gradient_masking(digits_cnn, x, y, **args)
     assert "\n" not in str(info.value)
+
+
+def test_monotonicity_check_flags_a_rising_curve():
+    from robustlab.adversarial.masking import _monotonicity_check
+
+    grid = [0.025, 0.05, 0.1, 0.2, 1.0]
+    ok = _monotonicity_check(grid, [0.9, 0.8, 0.5, 0.1, 0.0], n=100)
+    assert ok.status == "pass" and ok.value == 0.0
+    # one example of noise (1/64 > 2%? no: 1.6%) is tolerated, a 10-point rise is not
+    assert _monotonicity_check(grid, [0.9, 0.8, 0.5 + 1 / 64, 0.5 + 1 / 64, 0.0], n=64).status == "pass"
+    bad = _monotonicity_check(grid, [0.9, 0.8, 0.5, 0.6, 0.0], n=100)
+    assert bad.status == "warn" and bad.value == pytest.approx(0.1)
+
+
+def test_unbounded_check_flags_a_model_no_attack_can_move(attack_batch):
+    """A model predicting class 3 whatever the input (zero gradients, no attack moves it): the
+    unbounded check cannot tell this degenerate model from masking, and must warn."""
+    x, y = attack_batch
+
+    class Lookup(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            out = nn.functional.one_hot(torch.full((inp.shape[0],), 3), 10).float()
+            return out + 0 * self.w + 0 * inp.flatten(1).sum(1, keepdim=True)
+
+    report = check_gradient_masking(Lookup(), x, y, eps=EPS, generator=_gen(), checks=["unbounded"], **FAST)
+    # the model predicts class 3 everywhere: robust accuracy = share of 3s at every eps
+    assert report["unbounded"].value == pytest.approx(float((y == 3).float().mean()))
+    assert report["unbounded"].status == "warn"
