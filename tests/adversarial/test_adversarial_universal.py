@@ -138,8 +138,9 @@ def test_deepfool_step_is_exact_on_a_linear_model(norm, linear_problem):
                                            norm=norm, num_steps=10, overshoot=overshoot)
             assert converged
             size = float(perturbation_norms(r[None], norm)[0])
-            # (1 + overshoot) * (exact + the 1e-4 guard's share), i.e. within 0.1% of it
+            # (1 + overshoot) * (exact + the 1e-4 guard's share): within 0.1% of it
             assert size == pytest.approx((1 + overshoot) * float(exact[i]), rel=1e-3)
+            assert size > (1 + overshoot) * float(exact[i])
             assert int(model((x[i] + r)[None]).argmax()) != int(labels[i])
 
 

@@ -14,7 +14,7 @@ Two solvers, chosen by ``method``:
   ``dv`` of ``x + v`` with DeepFool and set ``v <- P_{p, eps}(v + dv)``; stop when the fooling
   rate reaches ``target_fooling_rate`` (``1 - delta`` in the paper) or after ``max_passes``.
 * ``"sgd"`` — Shafahi et al., AAAI 2020, Alg. 1: minibatch gradient ascent on the mean clipped
-  cross-entropy ``min(CE(f(x + v), y), beta)`` (their Eq. 4), with sign steps (Linf) or
+  cross-entropy ``min(CE(f(x + v), y), beta)`` (their clipped loss), with sign steps (Linf) or
   normalised-gradient steps (L2) of ``step_size``, each followed by the projection onto the ball.
 
 References
@@ -22,7 +22,7 @@ References
 .. [1] S.-M. Moosavi-Dezfooli, A. Fawzi, O. Fawzi, P. Frossard, "Universal adversarial
    perturbations", CVPR 2017, Alg. 1. Reference code: LTS4/universal ``python/universal_pert.py``.
 .. [2] A. Shafahi, M. Najibi, Z. Xu, J. Dickerson, L. S. Davis, T. Goldstein, "Universal
-   Adversarial Training", AAAI 2020, Alg. 1, Eq. 4.
+   Adversarial Training", AAAI 2020, Alg. 1 and its clipped loss.
 .. [3] S.-M. Moosavi-Dezfooli, A. Fawzi, P. Frossard, "DeepFool: a simple and accurate method to
    fool deep neural networks", CVPR 2016, Alg. 2 and Sec. 3.3 (Lp version).
 """
@@ -185,7 +185,7 @@ def universal_perturbation(
         Madry et al. 2018 (App. A) that lets the iterate cross the ball once in the step budget.
         Ignored by ``"deepfool"``.
     loss_clip : float, default 9.0
-        ``beta`` of Shafahi et al.'s clipped loss ``min(CE, beta)`` (Eq. 4): examples already
+        ``beta`` of Shafahi et al.'s clipped loss ``min(CE, beta)``: examples already
         fooled with a large loss stop contributing. Ignored by ``"deepfool"``.
     deepfool_steps : int, default 10
         DeepFool steps per point (universal_pert.py ``max_iter_df``); a run that does not fool
@@ -204,12 +204,15 @@ def universal_perturbation(
 
     Notes
     -----
-    DeepFool step (Moosavi-Dezfooli et al. 2016, Alg. 2 with the Lp rule of Sec. 3.3): at
+    DeepFool step (Moosavi-Dezfooli et al. 2016, Alg. 2 with the Lp rule of Sec. 3.3; LTS4/DeepFool
+    ``adversarial_perturbation.m``, ``project_on_polyhedron``): at
     ``x_i = clamp(x + v + (1 + overshoot) r)``, with ``w_k = grad Z_k - grad Z_y`` and
     ``f_k = Z_k - Z_y``, choose ``l = argmin_k |f_k| / ||w_k||_q`` (``q`` the dual norm: 1 for
-    Linf, 2 for L2) and step ``r += (|f_l| + 1e-4) / ||w_l||_q * dir(w_l)``, ``dir = sign`` (Linf)
-    or ``w / ||w||_2`` (L2). universal_pert.py uses the L2 DeepFool step for every ``p``; the
-    Lp rule here is the one the DeepFool paper gives for ``p``. Its projection for ``p = 2``
+    Linf, 2 for L2) and step ``r += (|f_l| + 1e-4) / ||w_l||_q * dir(w_l)``, ``dir = sign``
+    (Linf) or ``w / ||w||_2`` (L2). The ``1e-4`` is not in the reference: points Alg. 1 leaves on
+    a boundary have ``|f_l| ~ 0`` and stall without it (see ``UAP_DEEPFOOL_GUARD``).
+    universal_pert.py uses the L2 DeepFool step for every ``p``; the Lp rule here is the one the
+    DeepFool paper gives for ``p``. Its projection for ``p = 2``
     rescales ``v`` onto the sphere; here ``v`` is projected onto the ball (scaled only when
     outside). Points are perturbed in the box: ``x + v`` is clamped to ``[0, 1]`` everywhere.
     """
