@@ -491,9 +491,9 @@ OPT_C_UPPER_FOUND = 1e9
 OPT_C_GROWTH = 10.0
 #: The reference's learning rate (Adam for C&W, the initial ISTA step for EAD): 1e-2.
 OPT_LEARNING_RATE = 1e-2
-#: Optimisation steps per binary-search step. The references use 10000 (l2_attack.py, en_attack.py
-#: MAX_ITERATIONS) and the EAD paper 1000; 100 (ART ElasticNet's max_iter) keeps a batch at a few
-#: seconds on a CPU. Raise it for a reported minimum-norm figure.
+#: Optimisation steps per binary-search step. The references use 10000 with early abort
+#: (l2_attack.py, en_attack.py MAX_ITERATIONS); 100 (ART ElasticNet's max_iter) keeps a batch at a
+#: few seconds on a CPU. Raise it for a reported minimum-norm figure.
 OPT_NUM_STEPS = 100
 #: Early abort (l2_attack.py): every num_steps // 10 steps, stop this binary-search step when the
 #: loss is above this fraction of its value at the previous check.

@@ -382,8 +382,8 @@ def ead(
         As in :func:`cw_l2` (the EAD reference uses the same defaults and the same early abort on
         the elastic-net loss ``c f_6 + ||delta||_2^2 + beta ||delta||_1``).
     num_steps : int, default 100
-        FISTA iterations per binary-search step (ART's default ``max_iter``; the EAD paper uses
-        1000 and en_attack.py 10000).
+        FISTA iterations per binary-search step (ART's default ``max_iter``; en_attack.py uses
+        10000 with early abort).
     eps : float, optional
         L1 radius; as in :func:`cw_l2` (``None``: minimum-norm result).
 
