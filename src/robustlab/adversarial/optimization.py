@@ -20,7 +20,7 @@ References
 .. [1] N. Carlini, D. Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017,
    Sec. V-A. Reference code: carlini/nn_robust_attacks ``l2_attack.py``.
 .. [2] P.-Y. Chen, Y. Sharma, H. Zhang, J. Yi, C.-J. Hsieh, "EAD: Elastic-Net Attacks to Deep
-   Neural Networks via Adversarial Examples", AAAI 2018, Sec. 3, Alg. 1, Eq. 9. Reference code:
+   Neural Networks via Adversarial Examples", AAAI 2018, Alg. 1 and Eq. 9. Reference code:
    IBM/EAD-Attack ``en_attack.py``; ART ``art/attacks/evasion/elastic_net.py``.
 """
 
@@ -71,7 +71,7 @@ EAD_DECISION_RULES: tuple[str, ...] = ("en", "l1")
 # --------------------------------------------------------------------------- shared pieces
 def _f6(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
         confidence: float) -> torch.Tensor:
-    """Carlini & Wagner's ``f_6`` per example (Sec. V-A), to be minimised.
+    """Carlini & Wagner's ``f_6`` per example (the objective of their L2 attack), to be minimised.
 
     Targeted: ``max(max_{i != t} Z_i - Z_t, -kappa)``; untargeted: ``max(Z_y - max_{i != y} Z_i,
     -kappa)``. (The reference code writes ``max(0, . + kappa)``, the same up to a constant.)
@@ -352,7 +352,7 @@ def ead(
     r"""EAD: elastic-net attack, solved by FISTA with projected shrinkage-thresholding.
 
     Threat model: minimum-norm L1 (elastic net; no eps), white box, inputs in ``[0, 1]``.
-    For each example it minimises (Chen et al. 2018, Eq. 7)
+    For each example it minimises the elastic-net objective
 
     .. math:: c\, f_6(x') + \beta \|x' - x\|_1 + \|x' - x\|_2^2, \qquad x' \in [0, 1]^p
 
@@ -377,7 +377,7 @@ def ead(
         L1 weight (en_attack.py ``BETA``). ``beta = 0`` gives an L2 attack solved by projected
         gradient with FISTA momentum; larger ``beta`` gives sparser perturbations.
     decision_rule : {"en", "l1"}, default "en"
-        How the best successful point is chosen (Sec. 3, "EN" and "L1" decision rules).
+        How the best successful point is chosen (the paper's "EN" and "L1" decision rules).
     confidence, c_init, binary_search_steps, learning_rate, abort_early
         As in :func:`cw_l2` (the EAD reference uses the same defaults and the same early abort on
         the elastic-net loss ``c f_6 + ||delta||_2^2 + beta ||delta||_1``).
