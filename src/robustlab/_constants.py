@@ -622,6 +622,10 @@ FMN_GAMMA_FINAL = 0.001
 #: (adversarial-library fast_minimum_norm.py ``clamp_(min=1e-12)``).
 FMN_GRAD_FLOOR = 1e-12
 
+#: Bisection steps of FMN's projection onto the intersection of the eps ball and the box
+#: (halves the bracket each time: 64 steps exhaust float64 precision).
+FMN_PROJECTION_BISECTION_STEPS = 64
+
 # --- adversarial: adversarial training (robustlab.adversarial.training*) -------------------------
 #: Inner-maximisation steps of PGD-AT / TRADES / MART (Rice et al. 2020 train_cifar.py and the
 #: TRADES/MART reference code use 10 on CIFAR-10).
