@@ -10,7 +10,13 @@ from scipy.optimize import linprog
 
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import model_view, perturbation_norms
-from robustlab.adversarial.fab import FAB, FABTargeted, box_hyperplane_step, fab, logit_difference_grads
+from robustlab.adversarial.fab import (
+    FAB,
+    FABTargeted,
+    box_hyperplane_step,
+    fab,
+    logit_difference_grads,
+)
 from robustlab.errors import InvalidParameterError, InvalidTypeError
 
 import attack_battery
@@ -133,7 +139,7 @@ def _l1_box_min_norms(weight, bias, x, labels) -> torch.Tensor:
 
 
 def _exact(norm, linear_problem):
-    model, x, labels, w, b = linear_problem
+    _, x, labels, w, b = linear_problem
     return linear_min_norms(w, b, x, labels, norm) if norm != "l1" else _l1_box_min_norms(w, b, x, labels)
 
 

@@ -7,7 +7,13 @@ import torch
 
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import perturbation_norms
-from robustlab.adversarial.minimum_norm import FMN, DeepFool, _project_ball_and_box, deepfool, fmn
+from robustlab.adversarial.minimum_norm import (
+    FMN,
+    DeepFool,
+    _project_ball_and_box,
+    deepfool,
+    fmn,
+)
 from robustlab.errors import InvalidParameterError
 
 import attack_battery
@@ -55,7 +61,7 @@ def test_deepfool_exact_on_linear_model(norm, linear_problem):
 
 def test_deepfool_candidates_restrict_the_boundary(linear_problem):
     """With 2 candidates only the runner-up class's boundary is searched."""
-    model, x, labels, w, b = linear_problem
+    model, x, labels, w, _ = linear_problem
     runner_up = model(x).argsort(dim=1, descending=True)[:, 1]
     res = deepfool(model, x, labels, norm="l2", num_candidates=2, overshoot=0.0)
     dw = w[labels] - w[runner_up]

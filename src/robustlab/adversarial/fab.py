@@ -46,7 +46,7 @@ from robustlab.adversarial._core import (
     random_in_ball,
 )
 
-__all__ = ["fab", "FAB", "FABTargeted", "logit_difference_grads", "box_hyperplane_step"]
+__all__ = ["FAB", "FABTargeted", "box_hyperplane_step", "fab", "logit_difference_grads"]
 
 #: Dual exponent per norm: distances to a hyperplane ``w.z = b`` are ``|.| / ||w||_dual``.
 _DUAL = {"linf": 1.0, "l2": 2.0, "l1": float("inf")}

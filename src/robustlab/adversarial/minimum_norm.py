@@ -45,7 +45,7 @@ from robustlab.adversarial._core import (
 )
 from robustlab.adversarial.fab import box_hyperplane_step, logit_difference_grads
 
-__all__ = ["deepfool", "fmn", "DeepFool", "FMN"]
+__all__ = ["FMN", "DeepFool", "deepfool", "fmn"]
 
 #: Dual exponent per norm (distance to a hyperplane ``|f| / ||w||_dual``).
 _DUAL = {"linf": 1.0, "l2": 2.0, "l1": float("inf")}
