@@ -242,6 +242,24 @@ def test_randomised_model_warns_instead_of_failing_the_final_check(digits_cnn, a
     assert not bool((res.robust & ~res.clean_correct).any())
 
 
+def test_rand_suite_on_a_randomised_model(digits_cnn, attack_batch):
+    """AutoAttack's 'rand' (APGD-CE, APGD-DLR with 20 EoT passes): no 'use rand' hint, and the
+    final check on a randomised model warns (robust accuracy holds per draw) instead of failing."""
+    x, y = attack_batch[0][:8], attack_batch[1][:8]
+    with pytest.warns(UserWarning) as record:
+        res = evaluate(_Noisy(digits_cnn), x, y, eps=EPS, suite="rand", generator=_gen())
+    messages = [str(w.message) for w in record]
+    assert not any("suite='rand' (APGD with Expectation" in m for m in messages)
+    assert [s.name for s in res.attack_stats] == ["apgd-ce", "apgd-dlr"]
+    assert not bool((res.robust & ~res.clean_correct).any())
+
+
+def test_non_rand_suite_hints_at_rand_for_a_randomised_model(digits_cnn, attack_batch):
+    x, y = attack_batch
+    with pytest.warns(UserWarning, match="suite='rand'"):
+        evaluate(_Noisy(digits_cnn), x, y, eps=EPS, generator=_gen(), attacks=[("id", _identity)])
+
+
 # --------------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),

@@ -508,7 +508,7 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
 
     # 2. the attacks, each on what survived the previous ones
     with _progress(f"evaluate ({suite}, {norm}, eps={eps:g})", total=len(attacks),
-                   enabled=progress or False) as bar, warnings.catch_warnings():
+                   enabled=None if progress else False) as bar, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{_PROBABILITY_WARNING}")
         for (name, attack), seed in zip(attacks, seeds):
             t0 = time.perf_counter()
