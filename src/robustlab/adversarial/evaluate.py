@@ -455,6 +455,12 @@ def evaluate(
     ----------
     F. Croce and M. Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks. ICML 2020.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> result = evaluate(model, x_test, y_test, eps=8 / 255, norm="linf", generator=g)  # doctest: +SKIP
+    >>> result.robust_accuracy, [(s.name, s.num_broken) for s in result.attack_stats]  # doctest: +SKIP
     """
     inputs, labels, _ = check_attack_args(inputs, labels, generator=generator, needs_generator=True)
     if inputs.shape[0] == 0:

@@ -199,6 +199,12 @@ def check_gradient_masking(
     -----
     Cost: about ``len(eps_grid) + 2`` APGD-CE runs and one Square run on the clean-correct
     examples. Pass fewer examples (a few hundred suffice) for a quick check.
+
+    Examples
+    --------
+    >>> report = check_gradient_masking(model, x[:256], y[:256], eps=8 / 255,
+    ...                                 generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    >>> report.passed, report.warnings  # doctest: +SKIP
     """
     inputs, labels, _ = check_attack_args(inputs, labels, generator=generator, needs_generator=True)
     if inputs.shape[0] == 0:
