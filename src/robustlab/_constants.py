@@ -445,7 +445,8 @@ MASKING_SQUARE_QUERIES = 5000
 PGD_STEP_FACTOR = 2.5
 
 #: L1 PGD (SLIDE, Tramer & Boneh 2019, Sec. 4): the step moves the coordinates whose ``|grad|``
-#: is at or above this percentile (the paper's MNIST/CIFAR experiments use q in [80, 99.5]).
+#: is at or above this percentile (cleverhans ``sparse_l1_descent(grad_sparsity=99)``, the
+#: authors' reference implementation).
 PGD_L1_PERCENTILE = 99.0
 
 # --- adversarial: decision-based attacks (robustlab.adversarial.decision) ------------------------

@@ -10,7 +10,7 @@ import attack_battery
 from attack_battery import AttackCase
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import perturbation_norms
-from robustlab.adversarial.gradient import FGSM, PGD, fgsm, l1_sparse_direction, pgd
+from robustlab.adversarial.gradient import FGSM, PGD, fgsm, l1_sparse_direction, pgd, project_l1_box
 from robustlab.errors import InvalidParameterError, RobustlabError
 
 CASES = [
@@ -140,6 +140,33 @@ def test_l1_direction_is_box_aware():
     d = l1_sparse_direction(g, x, 2)
     torch.testing.assert_close(d, torch.tensor([[0.0, 0.0, 0.5, -0.5]]))
     assert float(d.abs().sum()) == pytest.approx(1.0)
+
+
+def _l1_box_oracle(v: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Bisection on the soft threshold of the box-clipped projection (slow, obviously right)."""
+    room = torch.where(v >= 0, 1 - x, x)
+    at = lambda th: v.sign() * torch.minimum((v.abs() - th).clamp_min(0), room)  # noqa: E731
+    if float(at(0.0).abs().sum()) <= eps:
+        return at(0.0)
+    lo, hi = 0.0, float(v.abs().max())
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float(at(mid).abs().sum()) > eps else (lo, mid)
+    return at(hi)
+
+
+def test_project_l1_box_is_the_nearest_feasible_point():
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(20, 1, 4, 4, generator=g, dtype=torch.float64)
+    x[x < 0.2], x[x > 0.9] = 0.0, 1.0  # coordinates on the box boundary
+    v = torch.randn(20, 1, 4, 4, generator=g, dtype=torch.float64) * torch.linspace(0.05, 2, 20)[:, None, None, None]
+    for eps in (0.0, 0.3, 2.0):
+        out = project_l1_box(v, x, eps)
+        ref = torch.stack([_l1_box_oracle(v[i], x[i], eps) for i in range(20)])
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+        assert float(out.abs().flatten(1).sum(1).max()) <= eps + 1e-12
+        assert float((x + out).min()) >= 0 and float((x + out).max()) <= 1
+    assert torch.equal(project_l1_box(v, x, 1e9), torch.where(v >= 0, torch.minimum(v, 1 - x), torch.maximum(v, -x)))
 
 
 def test_fgsm_is_one_sign_step(digits_mlp, attack_batch):

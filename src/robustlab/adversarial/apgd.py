@@ -123,6 +123,8 @@ class _State:
     step: torch.Tensor       # (n,) step size
     sparsity: torch.Tensor   # (n,) L1 only: fraction of coordinates a step moves
     l0_old: torch.Tensor     # (n,) L1 only
+    lo: torch.Tensor         # Linf only: the ball-and-box interval [lo, hi] of each coordinate
+    hi: torch.Tensor
 
     def keep(self, mask: torch.Tensor) -> None:
         for name, value in vars(self).items():
@@ -164,6 +166,11 @@ def _ascent(s: _State, norm: str, eps: float, momentum: float) -> torch.Tensor:
     if norm == "l1":  # L1: no momentum (autopgd_base.py:345-355)
         d = l1_sparse_direction(s.grad, x, _l1_k(s.sparsity, flat(x).shape[1]))
         return (x0 + project_l1_box(x + eta * d - x0, x0, eps)).clamp_(0.0, 1.0)
+    if norm == "linf":  # ball and box are both intervals per coordinate: one clamp projects
+        z = torch.clamp(x + eta * s.grad.sign(), s.lo, s.hi)
+        if momentum == 1.0:
+            return z
+        return torch.clamp(x + momentum * (z - x) + (1 - momentum) * (x - s.x_old), s.lo, s.hi)
     z = (x0 + project(x + eta * normalize_direction(s.grad, norm) - x0, norm, eps)).clamp_(0.0, 1.0)
     if momentum == 1.0:
         return z
@@ -198,6 +205,8 @@ def _apgd_run(
         step=torch.full((n,), alpha * eps, dtype=x.dtype, device=x.device),
         sparsity=torch.full((n,), APGD_L1_INIT_SPARSITY, dtype=x.dtype, device=x.device),
         l0_old=torch.full((n,), float(d), dtype=x.dtype, device=x.device),
+        lo=(x0 - eps).clamp_(min=0.0) if norm == "linf" else x0,
+        hi=(x0 + eps).clamp_(max=1.0) if norm == "linf" else x0,
     )
     _record_hits(s, logits, adv, broken)
     windows = _windows(num_steps, norm)
