@@ -320,14 +320,17 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     r = width
     xp = pad(x, r, r, "nearest")
     out = torch.empty_like(x)
-    oy_l, ox_l = oy.tolist(), ox.tolist()
+    oy_l, ox_l, k_l = oy.tolist(), ox.tolist(), k.tolist()
     n_taps = keep.sum(dim=1).tolist()
     for img in range(n):
-        m = int(n_taps[img])
-        views = [xp[img, :, r + oy_l[img][t] : r + oy_l[img][t] + h, r + ox_l[img][t] : r + ox_l[img][t] + w]
-                 for t in range(m)]
-        # one stacked weighted sum per image (few large ops instead of one small op per tap)
-        out[img] = torch.tensordot(k[:m], torch.stack(views), dims=1)
+        def tap(t: int) -> torch.Tensor:
+            return xp[img, :, r + oy_l[img][t] : r + oy_l[img][t] + h, r + ox_l[img][t] : r + ox_l[img][t] + w]
+
+        # accumulate in place, one image at a time (it stays in cache; stacking the shifted
+        # copies first moved width x the image through memory)
+        acc = torch.mul(tap(0), k_l[0], out=out[img])
+        for t in range(1, int(n_taps[img])):
+            acc.add_(tap(t), alpha=k_l[t])
     return out
 
 
@@ -441,8 +444,10 @@ def glass_sources(n: int, h: int, w: int, delta: int, generator: torch.Generator
 
 
 def zoom_sum(x: torch.Tensor, factors: tuple[float, ...]) -> torch.Tensor:
-    """``sum_z clipped_zoom(x, z)``."""
+    """``sum_z clipped_zoom(x, z)`` (channels-last inside: torch's bilinear resize is about
+    twice as fast in that layout on CPU, with the same values)."""
+    x = x.contiguous(memory_format=torch.channels_last)
     out = torch.zeros_like(x)
     for z in factors:
         out += clipped_zoom(x, z)
-    return out
+    return out.contiguous()

@@ -273,6 +273,9 @@ def _corrupt_impl(x: torch.Tensor, name: str, severity: int, spec: Preset, scale
     if x.shape[0] == 0:
         return x.clone()
     work = x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
+    # one copy into the standard layout: channels-last or sliced batches (e.g. a permuted HWC
+    # array) would otherwise make every strided step below slower
+    work = work.contiguous()
     params = spec.table[name][severity - 1]
     out = _FUNCS[name](work, params, scale=scale, spec=spec, generator=generator)
     if _shares_memory(out, x) or not out.is_contiguous():
