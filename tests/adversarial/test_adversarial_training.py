@@ -343,3 +343,25 @@ def test_models_the_method_cannot_train_give_one_line_errors(batch):
     outside = Dataset(batch.inputs.flatten(1) * 3, batch.labels)  # tabular, not scaled to [0, 1]
     with pytest.raises(RobustlabError, match=r"\[0, 1\]"):
         Trainer(_mlp(), TRADES(eps=EPS), TrainConfig(epochs=1)).fit(outside)
+
+
+# --------------------------------------------------------------------------- Trainer hooks
+def test_a_stopped_run_stays_stopped_on_resume(digits_small, monkeypatch, tmp_path):
+    train, _ = digits_small
+    train = train.subset(torch.arange(128))
+    accuracies = iter([0.50, 0.10])
+    monkeypatch.setattr(FastAdversarialTraining, "_check_accuracy", lambda self, m, x, y: next(accuracies))
+    config = TrainConfig(epochs=4, batch_size=64)
+    with pytest.warns(UserWarning, match="Catastrophic"):
+        first = Trainer(_mlp(), FastAdversarialTraining(eps=EPS, on_overfitting="stop"), config).fit(
+            train, run_dir=tmp_path)
+    assert len(first.history) == 2
+    resumed = Trainer(_mlp(), FastAdversarialTraining(eps=EPS, on_overfitting="stop"), config).fit(
+        train, run_dir=tmp_path, resume=True)
+    assert len(resumed.history) == 2
+
+
+def test_val_metrics_must_be_callable(digits_small):
+    train, test = digits_small
+    with pytest.raises(RobustlabError, match="'val_metrics'"):
+        Trainer(_mlp(), "ce", TrainConfig(epochs=1)).fit(train, val=test, val_metrics="robust")
