@@ -12,6 +12,7 @@ Border modes use SciPy's names: ``"nearest"`` (edge), ``"reflect"`` (d c b a | a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -28,6 +29,8 @@ IC_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 BANDED_MAX_TAPS = 15
 BANDED_MIN_SIZE = 64
 BANDED_BLOCK = 16
+# Batches of planes larger than this go through per-plane operators in chunks (map_planes).
+CHUNK_BYTES = 1 << 20
 # Kernel side from which correlate2d uses the FFT instead of a direct convolution.
 FFT_MIN_TAPS = 8
 # Images with fewer pixels get motion blur as batched gathers, larger ones as per-image slices.
@@ -128,11 +131,36 @@ def gaussian_blur(x: torch.Tensor, sigma: float, *, truncate: float = 4.0,
     h, w = x.shape[-2:]
     if len(taps) <= BANDED_MAX_TAPS and min(h, w) >= BANDED_MIN_SIZE:
         # short kernel on a large image: banded blocks instead of (n, n) products
-        rows = _correlate_last(x.transpose(-1, -2), taps, mode)  # (..., W, H), blurred along H
-        return _correlate_last(rows.transpose(-1, -2), taps, mode)
-    # dense (n, n) matrices: on CPU BLAS beats shifted-slice sums even for short kernels, and
-    # they handle every border mode for kernels wider than the image
-    return separable(x, filter_matrix(h, taps, mode), filter_matrix(w, taps, mode))
+        def blur(planes: torch.Tensor) -> torch.Tensor:
+            rows = _correlate_last(planes.transpose(-1, -2), taps, mode)  # blurred along H
+            return _correlate_last(rows.transpose(-1, -2), taps, mode)
+    else:
+        # dense (n, n) matrices: on CPU BLAS beats shifted-slice sums even for short kernels,
+        # and they handle every border mode for kernels wider than the image
+        mh, mw = filter_matrix(h, taps, mode), filter_matrix(w, taps, mode)
+
+        def blur(planes: torch.Tensor) -> torch.Tensor:
+            return separable(planes, mh, mw)
+    return map_planes(blur, x)
+
+
+def map_planes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn`` (a per-plane linear map) applied to a few (H, W) planes at a time.
+
+    Large batches go through in chunks of about ``CHUNK_BYTES``: the temporaries of every
+    step stay in cache and are reused by the allocator instead of being fresh, page-faulting
+    image-sized buffers, which costs more than the arithmetic of a blur.
+    """
+    h, w = x.shape[-2:]
+    planes = x.reshape(-1, h, w)
+    per = max(1, CHUNK_BYTES // (h * w * x.element_size()))
+    if planes.shape[0] <= per:
+        return fn(planes).reshape(x.shape)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    flat = out.view(-1, h, w)
+    for i in range(0, planes.shape[0], per):
+        flat[i : i + per] = fn(planes[i : i + per])
+    return out
 
 
 @lru_cache(maxsize=256)
