@@ -20,7 +20,11 @@ from robustlab.adversarial.training import (
     gair_weights,
     robust_accuracy_metric,
 )
-from robustlab.adversarial.training_core import awp_perturbation, eps_at, perturbed_model
+from robustlab.adversarial.training_core import (
+    awp_perturbation,
+    eps_at,
+    perturbed_model,
+)
 from robustlab.data import Dataset
 from robustlab.data.dataset import Batch
 from robustlab.errors import RobustlabError

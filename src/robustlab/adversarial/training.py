@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from robustlab._checks import check_bool, check_choice, check_int, check_number, fail
 from robustlab._constants import (
     ADV_TRAIN_NUM_STEPS,
-    AWP_GAMMA,
     GAIR_LAMBDA,
     MART_BCE_OFFSET,
     MART_LAMBDA,
@@ -60,20 +59,23 @@ from robustlab.adversarial.training_core import (
     perturbed_model,
     robust_accuracy_metric,
 )
-from robustlab.adversarial.training_fast import FastAdversarialTraining, detect_catastrophic_overfitting
+from robustlab.adversarial.training_fast import (
+    FastAdversarialTraining,
+    detect_catastrophic_overfitting,
+)
 from robustlab.adversarial.training_vat import VirtualAdversarialTraining
 from robustlab.data.dataset import Batch
 from robustlab.training.objective import OBJECTIVES, BaseObjective, ObjectiveOutput
 
 __all__ = [
-    "PGDAdversarialTraining",
-    "TRADES",
     "MART",
+    "TRADES",
     "FastAdversarialTraining",
+    "PGDAdversarialTraining",
     "VirtualAdversarialTraining",
     "detect_catastrophic_overfitting",
-    "robust_accuracy_metric",
     "gair_weights",
+    "robust_accuracy_metric",
 ]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

@@ -37,22 +37,22 @@ from robustlab.adversarial._core import (
     check_unit_box,
     normalize_direction,
     project,
-    random_in_ball,
     randn,
+    random_in_ball,
 )
 from robustlab.data.dataset import Dataset
 
 __all__ = [
     "ATTACK_MODES",
     "START_KINDS",
-    "inner_maximize",
-    "eps_at",
     "awp_perturbation",
-    "perturbed_model",
-    "gair_weights",
-    "robust_accuracy_metric",
     "check_training_data",
+    "eps_at",
+    "gair_weights",
+    "inner_maximize",
     "kl_per_example",
+    "perturbed_model",
+    "robust_accuracy_metric",
 ]
 
 #: ``attack_mode``: the model's mode while the inner maximisation runs.

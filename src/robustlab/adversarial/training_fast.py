@@ -22,7 +22,12 @@ from robustlab._constants import (
     FAST_AT_STEP_FACTOR,
 )
 from robustlab._model_state import preserve_state
-from robustlab.adversarial._core import flat, normalize_direction, project, random_in_ball
+from robustlab.adversarial._core import (
+    flat,
+    normalize_direction,
+    project,
+    random_in_ball,
+)
 from robustlab.adversarial.training_core import (
     attack_mode_of,
     check_mode,
@@ -36,7 +41,7 @@ from robustlab.data.dataset import Batch
 from robustlab.errors import InvalidTypeError
 from robustlab.training.objective import OBJECTIVES, BaseObjective, ObjectiveOutput
 
-__all__ = ["FastAdversarialTraining", "detect_catastrophic_overfitting", "ON_OVERFITTING"]
+__all__ = ["ON_OVERFITTING", "FastAdversarialTraining", "detect_catastrophic_overfitting"]
 
 #: What :class:`FastAdversarialTraining` does when it detects catastrophic overfitting.
 ON_OVERFITTING: tuple[str, ...] = ("warn", "stop", "rollback")

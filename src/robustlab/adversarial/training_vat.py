@@ -17,7 +17,11 @@ from robustlab._checks import as_tensor, check_int, check_number, fail
 from robustlab._constants import VAT_ALPHA, VAT_POWER_ITERATIONS, VAT_XI
 from robustlab._model_state import preserve_state
 from robustlab.adversarial._core import _bcast, flat, randn
-from robustlab.adversarial.training_core import check_threat_model, check_trainable, kl_per_example
+from robustlab.adversarial.training_core import (
+    check_threat_model,
+    check_trainable,
+    kl_per_example,
+)
 from robustlab.data.dataset import Batch
 from robustlab.errors import InvalidTypeError
 from robustlab.training.objective import OBJECTIVES, BaseObjective, ObjectiveOutput
