@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
+import attack_battery
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import attack_battery
 from adv_testkit import linear_min_norms
 from attack_battery import AttackCase
+from torch import nn
+
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial.decision import HopSkipJump, hop_skip_jump
 from robustlab.data import load_dataset
-from robustlab.errors import InvalidParameterError, ModelOutputError, RobustlabError, ShapeError
+from robustlab.errors import (
+    InvalidParameterError,
+    ModelOutputError,
+    RobustlabError,
+    ShapeError,
+)
 
 
 class LabelOnly(nn.Module):
@@ -47,10 +53,10 @@ def hsj_labels(model, x, y, *, targets=None, **kwargs):
 
 
 CASES = [
-    AttackCase("hsj-l2", hsj_labels, dict(norm="l2", max_queries=300), min_success=0.95),
-    AttackCase("hsj-linf", hsj_labels, dict(norm="linf", max_queries=300), min_success=0.95),
-    AttackCase("hsj-l2-eps", hsj_labels, dict(norm="l2", eps=1.0, max_queries=300), min_success=0.5),
-    AttackCase("hsj-l2-targeted", hsj_labels, dict(norm="l2", max_queries=300), targeted=True,
+    AttackCase("hsj-l2", hsj_labels, {"norm": "l2", "max_queries": 300}, min_success=0.95),
+    AttackCase("hsj-linf", hsj_labels, {"norm": "linf", "max_queries": 300}, min_success=0.95),
+    AttackCase("hsj-l2-eps", hsj_labels, {"norm": "l2", "eps": 1.0, "max_queries": 300}, min_success=0.5),
+    AttackCase("hsj-l2-targeted", hsj_labels, {"norm": "l2", "max_queries": 300}, targeted=True,
                min_success=0.95),
 ]
 
@@ -93,7 +99,7 @@ def test_norms_non_increasing_with_more_queries(norm, digits_mlp, attack_batch):
     x, y = attack_batch
     model = LabelOnly(digits_mlp)
     runs = [hop_skip_jump(model, x, y, norm=norm, max_queries=q, generator=_gen(5)) for q in (150, 400, 900)]
-    for small, big in zip(runs, runs[1:]):
+    for small, big in itertools.pairwise(runs):
         assert bool((big.success | ~small.success).all())
         both = small.success & big.success
         assert bool((big.norms[both] <= small.norms[both]).all())

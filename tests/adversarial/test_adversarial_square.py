@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import attack_battery
 import pytest
 import torch
-
-import attack_battery
 from attack_battery import AttackCase
+
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import margin
 from robustlab.adversarial.square import Square, _eta, p_selection, square
 from robustlab.errors import InvalidParameterError, RobustlabError, ShapeError
 
 CASES = [
-    AttackCase("square-linf", square, dict(eps=0.15, norm="linf", max_queries=150), min_success=0.6),
-    AttackCase("square-l2", square, dict(eps=1.0, norm="l2", max_queries=150), min_success=0.6),
-    AttackCase("square-linf-targeted", square, dict(eps=0.2, norm="linf", max_queries=150, loss="ce"),
+    AttackCase("square-linf", square, {"eps": 0.15, "norm": "linf", "max_queries": 150}, min_success=0.6),
+    AttackCase("square-l2", square, {"eps": 1.0, "norm": "l2", "max_queries": 150}, min_success=0.6),
+    AttackCase("square-linf-targeted", square, {"eps": 0.2, "norm": "linf", "max_queries": 150, "loss": "ce"},
                targeted=True, min_success=0.6),
-    AttackCase("square-l2-targeted-margin", square, dict(eps=1.5, norm="l2", max_queries=150),
+    AttackCase("square-l2-targeted-margin", square, {"eps": 1.5, "norm": "l2", "max_queries": 150},
                targeted=True, min_success=0.6),
 ]
 

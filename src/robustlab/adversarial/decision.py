@@ -29,6 +29,7 @@ import torch
 
 from robustlab._checks import check_int, check_number, check_tensor, fail
 from robustlab._constants import (
+    HSJ_FIRST_DELTA,
     HSJ_GAMMA,
     HSJ_INIT_BLEND_THRESHOLD,
     HSJ_INIT_EVALS,
@@ -36,7 +37,6 @@ from robustlab._constants import (
     HSJ_MAX_EVALS,
     HSJ_MAX_HALVINGS,
     HSJ_QUERY_CHUNK,
-    HSJ_FIRST_DELTA,
 )
 from robustlab.adversarial._core import (
     ATTACKS,
@@ -53,7 +53,7 @@ from robustlab.adversarial._core import (
 )
 from robustlab.errors import ModelOutputError, ShapeError
 
-__all__ = ["hop_skip_jump", "HopSkipJump", "HSJ_NORMS"]
+__all__ = ["HSJ_NORMS", "HopSkipJump", "hop_skip_jump"]
 
 #: Norms HopSkipJump offers (the paper's L2 and Linf versions).
 HSJ_NORMS: tuple[str, ...] = ("l2", "linf")

@@ -60,7 +60,7 @@ from robustlab.adversarial._core import (
     randint,
 )
 
-__all__ = ["square", "Square", "SQUARE_NORMS", "SQUARE_LOSSES", "SQUARE_WINDOWS", "p_selection"]
+__all__ = ["SQUARE_LOSSES", "SQUARE_NORMS", "SQUARE_WINDOWS", "Square", "p_selection", "square"]
 
 #: Norms Square Attack offers (the paper's Linf and L2 versions).
 SQUARE_NORMS: tuple[str, ...] = ("linf", "l2")
@@ -345,7 +345,7 @@ class _SquareRun:
 
     # -- candidates ----------------------------------------------------------------------------
     def _side(self, p: float) -> int:
-        s = int(round(math.sqrt(p * self.h * self.w)))
+        s = round(math.sqrt(p * self.h * self.w))
         if self.norm == "linf":
             s = max(s, 1)
         else:
