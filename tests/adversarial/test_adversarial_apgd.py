@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import math
 
+import attack_battery
 import pytest
 import torch
-
-import attack_battery
 from adv_testkit import linear_min_norms
 from attack_battery import AttackCase
+
 from robustlab.adversarial import ATTACKS
-from robustlab.adversarial.apgd import APGDCE, APGDDLR, APGDT, apgd, apgd_targeted, checkpoints
+from robustlab.adversarial.apgd import (
+    APGDCE,
+    APGDDLR,
+    APGDT,
+    apgd,
+    apgd_targeted,
+    checkpoints,
+)
 from robustlab.adversarial.gradient import pgd
 from robustlab.errors import RobustlabError
 
 CASES = [
-    AttackCase("apgd-ce-linf", apgd, dict(eps=0.1, norm="linf", num_steps=10), targeted=True, min_success=0.6),
-    AttackCase("apgd-dlr-linf", apgd, dict(eps=0.1, norm="linf", loss="dlr", num_steps=10), targeted=True,
+    AttackCase("apgd-ce-linf", apgd, {"eps": 0.1, "norm": "linf", "num_steps": 10}, targeted=True, min_success=0.6),
+    AttackCase("apgd-dlr-linf", apgd, {"eps": 0.1, "norm": "linf", "loss": "dlr", "num_steps": 10}, targeted=True,
                min_success=0.6),
-    AttackCase("apgd-ce-l2", apgd, dict(eps=1.0, norm="l2", num_steps=10, restarts=2), targeted=True,
+    AttackCase("apgd-ce-l2", apgd, {"eps": 1.0, "norm": "l2", "num_steps": 10, "restarts": 2}, targeted=True,
                min_success=0.5),
-    AttackCase("apgd-ce-l1", apgd, dict(eps=4.0, norm="l1", num_steps=10), targeted=True, min_success=0.5),
-    AttackCase("apgd-t-linf", apgd_targeted, dict(eps=0.1, norm="linf", num_steps=10, num_target_classes=3),
+    AttackCase("apgd-ce-l1", apgd, {"eps": 4.0, "norm": "l1", "num_steps": 10}, targeted=True, min_success=0.5),
+    AttackCase("apgd-t-linf", apgd_targeted, {"eps": 0.1, "norm": "linf", "num_steps": 10, "num_target_classes": 3},
                min_success=0.6),
-    AttackCase("apgd-t-l1", apgd_targeted, dict(eps=4.0, norm="l1", num_steps=10, num_target_classes=2,
-                                                loss="ce"), min_success=0.5),
+    AttackCase("apgd-t-l1", apgd_targeted, {"eps": 4.0, "norm": "l1", "num_steps": 10, "num_target_classes": 2,
+                                                "loss": "ce"}, min_success=0.5),
 ]
 
 
@@ -124,7 +131,7 @@ def test_apgd_t_matches_torchattacks_and_beats_pgd(digits_cnn, attack_batch):
 
 def test_more_steps_and_restarts_help(digits_cnn, attack_batch):
     x, y = attack_batch
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(3)
     one = apgd(digits_cnn, x, y, eps=0.05, num_steps=10, generator=g())
     two = apgd(digits_cnn, x, y, eps=0.05, num_steps=10, restarts=2, generator=g())
     assert bool((two.success | ~one.success).all())  # the first restart is the same run
@@ -154,8 +161,8 @@ def test_apgd_t_targets_are_the_runner_up_classes(linear_problem):
 def test_bad_settings(digits_mlp, attack_batch):
     x, y = attack_batch
     g = torch.Generator().manual_seed(0)
-    for kwargs, name in [(dict(num_steps=0), "num_steps"), (dict(restarts=0), "restarts"),
-                         (dict(rho=1.5), "rho"), (dict(loss="margin"), "loss"), (dict(eot_iter=0), "eot_iter")]:
+    for kwargs, name in [({"num_steps": 0}, "num_steps"), ({"restarts": 0}, "restarts"),
+                         ({"rho": 1.5}, "rho"), ({"loss": "margin"}, "loss"), ({"eot_iter": 0}, "eot_iter")]:
         with pytest.raises(RobustlabError, match=f"'{name}'") as info:
             apgd(digits_mlp, x, y, eps=0.1, generator=g, **kwargs)
         assert "\n" not in str(info.value)

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import attack_battery
 import pytest
 import torch
+from attack_battery import AttackCase
 from torch import nn
 
-import attack_battery
-from attack_battery import AttackCase
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import perturbation_norms
-from robustlab.adversarial.gradient import FGSM, PGD, fgsm, l1_sparse_direction, pgd, project_l1_box
+from robustlab.adversarial.gradient import (
+    FGSM,
+    PGD,
+    fgsm,
+    l1_sparse_direction,
+    pgd,
+    project_l1_box,
+)
 from robustlab.errors import InvalidParameterError, RobustlabError
 
 CASES = [
-    AttackCase("fgsm-linf", fgsm, dict(eps=0.1, norm="linf"), randomized=False, targeted=True, min_success=0.3),
-    AttackCase("fgm-l2", fgsm, dict(eps=1.0, norm="l2"), randomized=False, min_success=0.2),
-    AttackCase("pgd-linf", pgd, dict(eps=0.1, norm="linf", num_steps=10), targeted=True, min_success=0.5),
-    AttackCase("pgd-l2", pgd, dict(eps=1.0, norm="l2", num_steps=10), targeted=True, min_success=0.4),
-    AttackCase("pgd-l1", pgd, dict(eps=4.0, norm="l1", num_steps=20), targeted=True, min_success=0.4),
-    AttackCase("pgd-linf-margin", pgd, dict(eps=0.1, norm="linf", num_steps=10, loss="margin"),
+    AttackCase("fgsm-linf", fgsm, {"eps": 0.1, "norm": "linf"}, randomized=False, targeted=True, min_success=0.3),
+    AttackCase("fgm-l2", fgsm, {"eps": 1.0, "norm": "l2"}, randomized=False, min_success=0.2),
+    AttackCase("pgd-linf", pgd, {"eps": 0.1, "norm": "linf", "num_steps": 10}, targeted=True, min_success=0.5),
+    AttackCase("pgd-l2", pgd, {"eps": 1.0, "norm": "l2", "num_steps": 10}, targeted=True, min_success=0.4),
+    AttackCase("pgd-l1", pgd, {"eps": 4.0, "norm": "l1", "num_steps": 20}, targeted=True, min_success=0.4),
+    AttackCase("pgd-linf-margin", pgd, {"eps": 0.1, "norm": "linf", "num_steps": 10, "loss": "margin"},
                targeted=True, min_success=0.5),
-    AttackCase("pgd-linf-dlr-restarts", pgd, dict(eps=0.1, norm="linf", num_steps=5, loss="dlr", restarts=2),
+    AttackCase("pgd-linf-dlr-restarts", pgd, {"eps": 0.1, "norm": "linf", "num_steps": 5, "loss": "dlr", "restarts": 2},
                targeted=True, min_success=0.5),
 ]
 
@@ -145,7 +152,7 @@ def test_l1_direction_is_box_aware():
 def _l1_box_oracle(v: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Bisection on the soft threshold of the box-clipped projection (slow, obviously right)."""
     room = torch.where(v >= 0, 1 - x, x)
-    at = lambda th: v.sign() * torch.minimum((v.abs() - th).clamp_min(0), room)  # noqa: E731
+    at = lambda th: v.sign() * torch.minimum((v.abs() - th).clamp_min(0), room)
     if float(at(0.0).abs().sum()) <= eps:
         return at(0.0)
     lo, hi = 0.0, float(v.abs().max())
@@ -223,9 +230,9 @@ def test_eot_reduces_gradient_variance(digits_mlp, attack_batch):
 def test_bad_settings(digits_mlp, attack_batch):
     x, y = attack_batch
     g = torch.Generator().manual_seed(0)
-    for kwargs, name in [(dict(step_size=0.0), "step_size"), (dict(step_size=-1.0), "step_size"),
-                         (dict(num_steps=0), "num_steps"), (dict(restarts=0), "restarts"),
-                         (dict(eot_iter=0), "eot_iter"), (dict(loss="hinge"), "loss")]:
+    for kwargs, name in [({"step_size": 0.0}, "step_size"), ({"step_size": -1.0}, "step_size"),
+                         ({"num_steps": 0}, "num_steps"), ({"restarts": 0}, "restarts"),
+                         ({"eot_iter": 0}, "eot_iter"), ({"loss": "hinge"}, "loss")]:
         with pytest.raises(RobustlabError, match=f"'{name}'") as info:
             pgd(digits_mlp, x, y, eps=0.1, generator=g, **kwargs)
         assert "\n" not in str(info.value)

@@ -64,7 +64,7 @@ from robustlab.adversarial.gradient import (
     project_l1_box,
 )
 
-__all__ = ["APGD_LOSSES", "apgd", "apgd_targeted", "checkpoints", "APGDCE", "APGDDLR", "APGDT"]
+__all__ = ["APGDCE", "APGDDLR", "APGDT", "APGD_LOSSES", "apgd", "apgd_targeted", "checkpoints"]
 
 #: Losses APGD offers (CE and DLR, as in the paper).
 APGD_LOSSES: tuple[str, ...] = ("ce", "dlr")
@@ -75,9 +75,9 @@ def checkpoints(num_steps: int, norm: str = "linf") -> tuple[int, ...]:
 
     Linf/L2: ``w_j = ceil(p_j * N_iter)`` with ``p_0 = 0, p_1 = 0.22`` and
     ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (paper Sec. 3.2), in the integer form of
-    ``autopgd_base.py:150-152`` (first window ``int(0.22 N)``, each next one ``int(0.03 N)`` shorter,
+    ``autopgd_base.py:153-155`` (first window ``int(0.22 N)``, each next one ``int(0.03 N)`` shorter,
     never below ``int(0.06 N)``, all at least 1). L1: every ``int(0.04 N)`` iterations
-    (``autopgd_base.py:296``). For ``N = 100`` (Linf/L2): 21, 40, 56, 69, 79, 86, 92, 98.
+    (``autopgd_base.py:301``). For ``N = 100`` (Linf/L2): 21, 40, 56, 69, 79, 86, 92, 98.
     """
     out = []
     if norm == "l1":
@@ -137,7 +137,7 @@ def _bc(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _initial_point(x0: torch.Tensor, norm: str, eps: float, generator: torch.Generator) -> torch.Tensor:
-    """Random start (autopgd_base.py:223-235): Linf ``x + eps * t / ||t||_inf`` with ``t ~ U[-1, 1]``
+    """Random start (autopgd_base.py:206-218): Linf ``x + eps * t / ||t||_inf`` with ``t ~ U[-1, 1]``
     (a corner-heavy point with ``||delta||_inf = eps``); L2 ``x + eps * t / ||t||_2`` with Gaussian
     ``t`` (on the sphere); L1 a Gaussian point projected onto the L1 ball within the box."""
     tiny = 1e-12
@@ -153,17 +153,17 @@ def _initial_point(x0: torch.Tensor, norm: str, eps: float, generator: torch.Gen
 
 
 def _l1_k(sparsity: torch.Tensor, d: int) -> torch.Tensor:
-    """Coordinates moved for a sparsity fraction (autopgd_base.py:347: the coordinates at or above
+    """Coordinates moved for a sparsity fraction (autopgd_base.py:348-350: the coordinates at or above
     the ``(1 - sparsity)`` quantile of ``|grad|``)."""
     lo = ((1.0 - sparsity) * d).clamp(0, d - 1).floor().long()
     return (d - lo).clamp_min(1)
 
 
 def _ascent(s: _State, norm: str, eps: float, momentum: float) -> torch.Tensor:
-    """One APGD step from ``s.x_adv`` (paper Eq. 2; autopgd_base.py:323-357)."""
+    """One APGD step from ``s.x_adv`` (paper Eq. 2; autopgd_base.py:322-359)."""
     x0, x = s.x0, s.x_adv
     eta = _bc(s.step, x)
-    if norm == "l1":  # L1: no momentum (autopgd_base.py:345-355)
+    if norm == "l1":  # L1: no momentum (autopgd_base.py:346-357)
         d = l1_sparse_direction(s.grad, x, _l1_k(s.sparsity, flat(x).shape[1]))
         return (x0 + project_l1_box(x + eta * d - x0, x0, eps)).clamp_(0.0, 1.0)
     if norm == "linf":  # ball and box are both intervals per coordinate: one clamp projects
@@ -216,14 +216,14 @@ def _apgd_run(
         x_new = _ascent(s, norm, eps, 1.0 if i == 0 else APGD_MOMENTUM)
         s.x_old, s.x_adv = s.x_adv, x_new
         y0, tl = s.y0, s.t_loss
-        s.grad, loss, logits = input_gradient(view, x_new, lambda z: objective(z, y0, tl), index=s.idx,
-                                              eot_iter=eot_iter)
+        s.grad, loss, logits = input_gradient(view, x_new, lambda z, y0=y0, tl=tl: objective(z, y0, tl),
+                                              index=s.idx, eot_iter=eot_iter)
         kept = _record_hits(s, logits, adv, broken)
         if kept is not None:
             if s.idx.numel() == 0:
                 break
             loss = loss[kept]
-        # best point so far (autopgd_base.py:389-394): strict improvement
+        # best point so far (autopgd_base.py:396-400): strict improvement
         better = loss > s.loss_best
         s.x_best = torch.where(_bc(better, s.x_adv), s.x_adv, s.x_best)
         s.grad_best = torch.where(_bc(better, s.x_adv), s.grad, s.grad_best)
@@ -251,7 +251,7 @@ def _record_hits(s: _State, logits: torch.Tensor, adv: torch.Tensor,
 
 
 def _checkpoint(s: _State, norm: str, eps: float, alpha: float, rho: float, window: int, d: int) -> None:
-    """Step-size control at a checkpoint (paper Alg. 1 conditions; autopgd_base.py:398-431)."""
+    """Step-size control at a checkpoint (paper Alg. 1 conditions; autopgd_base.py:405-438)."""
     if norm == "l1":
         l0 = (flat(s.x_best - s.x0) != 0).sum(dim=1).to(s.step.dtype)
         dropped = (l0 / s.l0_old) < APGD_L1_SPARSITY_DROP
@@ -262,7 +262,7 @@ def _checkpoint(s: _State, norm: str, eps: float, alpha: float, rho: float, wind
         restore = dropped
     else:
         # condition 1: at most rho * window of the steps since the last checkpoint raised the
-        # loss (the reference's `<=`, autopgd_base.py:200; the paper writes `<`); condition 2:
+        # loss (the reference's `<=`, autopgd_base.py:171; the paper writes `<`); condition 2:
         # the step was not halved at the last checkpoint and the best loss did not improve.
         oscillating = s.n_increase <= window * rho
         stalled = ~s.reduced_last_check & (s.loss_best_last_check >= s.loss_best)
@@ -304,7 +304,7 @@ def apgd(
     """Auto-PGD (Croce & Hein, ICML 2020, Alg. 1): APGD-CE (``loss="ce"``) and APGD-DLR (``"dlr"``).
 
     PGD whose step size needs no tuning: it starts at ``2 * eps`` (``1 * eps`` for L1;
-    autopgd_base.py:303) and is halved at checkpoints ``w_j`` (:func:`checkpoints`) when
+    autopgd_base.py:293) and is halved at checkpoints ``w_j`` (:func:`checkpoints`) when
     (1) at most ``rho`` of the steps since the last checkpoint raised the loss, or (2) the step was
     not halved at the last checkpoint and the best loss has not improved since; after a halving
     the next step starts from the best point so far. Steps use momentum 0.75 (paper Eq. 2,
@@ -346,12 +346,21 @@ def apgd(
         iterations and restarts (AutoAttack returns the clean input there; both are "robust").
         Clean mistakes (targeted: already the target) are unchanged.
 
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> x, y = torch.full((2, 4), 0.5), torch.tensor([0, 1])
+    >>> res = apgd(model, x, y, eps=0.1, norm="l2", num_steps=10, generator=torch.Generator().manual_seed(0))
+    >>> bool((res.norms <= 0.1 + 1e-6).all()), res.success.dtype
+    (True, torch.bool)
+
     Notes
     -----
     Deviations from autopgd_base.py, none of which changes a converged result: the
     condition-1 count of the first window compares the first iterate's loss with the starting
     point's (the reference compares with 0, the unset last entry of its loss history,
-    autopgd_base.py:196-198); an example leaves the batch when broken (the reference carries it to
+    autopgd_base.py:168-169 with the zero-initialised history of line 233); an example leaves the batch when broken (the reference carries it to
     the end of the run); the L1 step skips coordinates the box blocks (the reference's top-k
     includes them and its projection then shrinks the step); the L1 run does not use AutoAttack's
     ``use_largereps`` eps schedule (autoattack.py:312).
@@ -405,7 +414,7 @@ def apgd_targeted(
 ) -> AttackResult:
     """APGD-T: APGD on a targeted loss, towards each of the top non-true classes in turn.
 
-    AutoAttack's APGD-T (Croce & Hein, ICML 2020, Sec. 4; autopgd_base.py:631-671): for
+    AutoAttack's APGD-T (Croce & Hein, ICML 2020, Sec. 4; autopgd_base.py:606-683, target loop 655-668): for
     ``r = 2, ..., num_target_classes + 1`` the target of each still-robust example is the class with
     the ``r``-th largest clean logit, and ``restarts`` APGD runs maximise the targeted DLR loss
     (Eq. 7; ``loss="ce"``: minus the target's cross-entropy). Success is misclassification (any

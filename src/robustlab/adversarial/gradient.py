@@ -47,8 +47,18 @@ from robustlab.adversarial._core import (
     random_in_ball,
 )
 
-__all__ = ["LOSSES", "fgsm", "pgd", "FGSM", "PGD", "attack_objective", "is_success", "l1_sparse_direction",
-           "l1_num_coordinates", "project_l1_box"]
+__all__ = [
+    "FGSM",
+    "LOSSES",
+    "PGD",
+    "attack_objective",
+    "fgsm",
+    "is_success",
+    "l1_num_coordinates",
+    "l1_sparse_direction",
+    "pgd",
+    "project_l1_box",
+]
 
 #: Losses the gradient attacks maximise.
 LOSSES: tuple[str, ...] = ("ce", "margin", "dlr")
@@ -192,7 +202,8 @@ def fgsm(
     Goodfellow et al., "Explaining and Harnessing Adversarial Examples" (ICLR 2015), Eq. 3:
     ``x_adv = clip(x + eps * sign(grad_x L))``. For ``norm="l2"`` the step is
     ``eps * g / ||g||_2`` (the fast gradient method, Miyato et al. 2016 / Kurakin et al. 2017);
-    for ``norm="l1"`` it moves the single coordinate with the largest ``|g|`` by ``eps``.
+    for ``norm="l1"`` it moves the single coordinate with the largest ``|g|`` among those the box
+    lets move by ``eps`` (clipped to the box).
 
     Parameters
     ----------
@@ -225,8 +236,11 @@ def _fgsm_impl(view: ModelView, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
                eps: float, norm: str, objective: Objective) -> AttackResult:
     grad, _, logits = input_gradient(view, x, lambda z: objective(z, y, t))
     done = is_success(logits, y, t)
-    direction = normalize_direction(grad, norm)
-    adv = (x + project(eps * direction, norm, eps)).clamp_(0.0, 1.0)
+    if norm == "l1":  # the steepest L1 step, on a coordinate the box lets move
+        adv = x + project_l1_box(eps * l1_sparse_direction(grad, x, 1), x, eps)
+    else:
+        adv = x + project(eps * normalize_direction(grad, norm), norm, eps)
+    adv = adv.clamp_(0.0, 1.0)
     adv = torch.where(done.reshape((-1,) + (1,) * (x.ndim - 1)), x, adv)
     return finalize(view, x, adv, y, norm=norm, eps=eps, targets=t, num_iterations=1)
 
@@ -294,6 +308,15 @@ def pgd(
         Per example, the first iterate (over steps and restarts) that breaks it; unbroken examples
         get the last iterate of their highest-loss restart. ``queries`` counts the clean forward,
         ``eot_iter`` per step and one forward after the last step.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    >>> x, y = torch.full((2, 4), 0.5), torch.tensor([0, 1])
+    >>> res = pgd(model, x, y, eps=0.1, num_steps=5, generator=torch.Generator().manual_seed(0))
+    >>> res.adv_inputs.shape, bool((res.norms <= 0.1 + 1e-6).all()), res.queries.tolist()[0] <= 8
+    (torch.Size([2, 4]), True, True)
 
     Notes
     -----
