@@ -13,7 +13,7 @@ from adv_testkit import linear_min_norms
 from attack_battery import AttackCase
 from torch import nn
 
-from robustlab.adversarial import ATTACKS
+from robustlab.adversarial import ATTACKS, perturbation_norms
 from robustlab.adversarial.decision import HopSkipJump, hop_skip_jump
 from robustlab.data import load_dataset
 from robustlab.errors import (
@@ -146,13 +146,16 @@ def test_targeted_random_start_and_given_start(digits_mlp, attack_batch):
     assert given.success_rate >= rand_start.success_rate and given.success_rate > 0.9
 
 
-def test_matches_art_hop_skip_jump(digits_mlp, attack_batch):
-    """Median L2 norm vs ART's HopSkipJump at the same number of queries per example.
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_matches_art_hop_skip_jump(norm, digits_mlp, attack_batch):
+    """Median norm vs ART's HopSkipJump at the same number of queries per example (32 digits).
 
-    Same starting points for both (mean digits of another class, ``x_adv_init``); ART's
-    queries are counted on its model calls. ART returns the point after its last step (not
-    projected back onto the boundary) and uses a looser binary-search threshold, so robustlab is
-    expected to be as close or closer: its median must lie within [0.6, 1.1] x ART's.
+    Same starting points for both (mean digits of another class, ``x_adv_init``); ART's queries
+    are counted on its model calls (about 900 per example for ``max_iter=5``). ART returns the
+    point after its last step, not projected back onto the boundary, so its raw median is larger
+    (measured: 1.12 vs 0.75 L2, 0.214 vs 0.134 Linf). Projected back onto the boundary along the
+    segment from ``x`` (25 bisection steps here, queries ART is not charged for), its median must
+    be within a factor [0.8, 1.1] of robustlab's (measured ratio 0.95 for both norms).
     """
     from art.attacks.evasion import HopSkipJump as ArtHSJ
     from art.estimators.classification import PyTorchClassifier
@@ -175,8 +178,8 @@ def test_matches_art_hop_skip_jump(digits_mlp, attack_batch):
     counted = Counting(digits_mlp).eval()
     clf = PyTorchClassifier(counted, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
                             clip_values=(0.0, 1.0))
-    art = ArtHSJ(clf, targeted=False, norm=2, max_iter=5, max_eval=10000, init_eval=100, init_size=100,
-                 verbose=False)
+    art = ArtHSJ(clf, targeted=False, norm=2 if norm == "l2" else np.inf, max_iter=5, max_eval=10000,
+                 init_eval=100, init_size=100, verbose=False)
     state = np.random.get_state()
     np.random.seed(0)  # ART draws its directions from NumPy's global RNG
     try:
@@ -184,14 +187,22 @@ def test_matches_art_hop_skip_jump(digits_mlp, attack_batch):
     finally:
         np.random.set_state(state)
     queries = counted.rows // x.shape[0]
+    ours = hop_skip_jump(LabelOnly(digits_mlp), x, y, norm=norm, max_queries=queries, init_inputs=starts,
+                         generator=_gen(0))
     with torch.no_grad():
         ok_art = digits_mlp(adv_art).argmax(1) != y
-    med_art = float((adv_art - x).flatten(1).norm(dim=1)[ok_art].median())
-    ours = hop_skip_jump(LabelOnly(digits_mlp), x, y, norm="l2", max_queries=queries, init_inputs=starts,
-                         generator=_gen(0))
-    assert ours.success_rate >= float(ok_art.float().mean())
-    med_ours = float(ours.norms[ours.success].median())
-    assert 0.6 * med_art <= med_ours <= 1.1 * med_art, (med_ours, med_art, queries)
+        lo, hi = torch.zeros(x.shape[0]), torch.ones(x.shape[0])
+        for _ in range(25):
+            mid = (lo + hi) / 2
+            fooled = digits_mlp(x + mid[:, None, None, None] * (adv_art - x)).argmax(1) != y
+            lo, hi = torch.where(fooled, lo, mid), torch.where(fooled, mid, hi)
+    projected = x + hi[:, None, None, None] * (adv_art - x)
+    assert bool(ok_art.all()) and bool(ours.success.all())
+    med_raw = float(perturbation_norms(adv_art - x, norm).median())
+    med_art = float(perturbation_norms(projected - x, norm).median())
+    med_ours = float(ours.norms.median())
+    assert med_ours <= med_raw
+    assert 0.8 * med_art <= med_ours <= 1.1 * med_art, (med_ours, med_art, queries)
 
 
 def test_thin_class_equals_function(digits_mlp, attack_batch):
