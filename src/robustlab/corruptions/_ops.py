@@ -248,6 +248,17 @@ def fft_length(n: int) -> int:
         m += 1
 
 
+def map_images(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn`` over chunks of about ``CHUNK_BYTES`` of images (N, ...) in order, concatenated."""
+    per = max(1, CHUNK_BYTES // max(1, x[0].numel() * x.element_size()))
+    if x.shape[0] <= per:
+        return fn(x)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for i in range(0, x.shape[0], per):
+        out[i : i + per] = fn(x[i : i + per])
+    return out
+
+
 # --- PIL box resampling -----------------------------------------------------------------------
 
 @lru_cache(maxsize=256)

@@ -301,8 +301,14 @@ def _gaussian_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
 def _shot_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     """``Poisson(c x) / c`` per element (photon count ``c`` at full intensity)."""
     g = kw["generator"]
-    rate = x.to(device=g.device, dtype=torch.float64, copy=True).mul_(c)
-    return torch.poisson(rate, generator=g).div_(c).to(device=x.device, dtype=x.dtype)
+
+    def sample(part: torch.Tensor) -> torch.Tensor:
+        rate = part.to(device=g.device, dtype=torch.float64, copy=True).mul_(c)
+        return torch.poisson(rate, generator=g).div_(c).to(device=x.device, dtype=x.dtype)
+
+    # image by image: the sampler draws element after element, so the chunks see the same random
+    # stream as one call, while the float64 temporaries stay small (no page-faulting buffers)
+    return _ops.map_images(sample, x)
 
 
 def _impulse_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
