@@ -115,7 +115,7 @@ def test_linear_model_approaches_exact_minimal_norm(norm, linear_problem):
     assert bool(res.success.all())
     assert bool((res.norms >= exact * (1 - 1e-6)).all())
     ratio = res.norms / exact
-    assert float(ratio.median()) < (1.05 if norm == "l2" else 1.25), ratio
+    assert float(ratio.median()) < 1.05, ratio  # measured 1.020 (L2), 1.008 (Linf)
 
 
 def test_eps_mode_returns_original_where_too_far(digits_mlp, attack_batch):

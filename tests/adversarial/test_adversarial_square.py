@@ -5,6 +5,7 @@ from __future__ import annotations
 import attack_battery
 import pytest
 import torch
+from adv_testkit import linear_min_norms
 from attack_battery import AttackCase
 
 from robustlab.adversarial import ATTACKS
@@ -63,6 +64,21 @@ def test_margin_never_rises_above_the_start(norm, eps, digits_mlp, attack_batch)
         m0, m1 = margin(digits_mlp(start.adv_inputs), y), margin(digits_mlp(final.adv_inputs), y)
     assert bool((m1 <= m0 + 1e-6).all())
     assert float((m0 - m1).mean()) > 0.5  # and the search did lower it
+
+
+def test_linear_model_known_answer(linear_problem):
+    """Linf on a linear model: success exactly where the minimal perturbation fits in the ball.
+
+    Soundness always holds (a point in the ball cannot cross a boundary farther than eps); the
+    examples whose minimal Linf norm is below 0.97 eps are all found within 500 queries (the
+    optimum is a vertex of the cube, where Square's updates live).
+    """
+    model, x, labels, w, b = linear_problem
+    exact = linear_min_norms(w, b, x, labels, "linf")
+    eps = float(exact.median())
+    res = square(model, x, labels, eps=eps, norm="linf", max_queries=500, generator=_gen(0))
+    assert not bool((res.success & (exact > eps * (1 + 1e-9))).any())
+    assert bool(res.success[exact < 0.97 * eps].all()) and bool((exact < 0.97 * eps).any())
 
 
 def test_score_callable_equals_module(digits_mlp, attack_batch):
