@@ -677,3 +677,7 @@ VAT_ALPHA = 1.0
 #: this many validation examples, PGD with this many steps.
 VAL_ROBUST_MAX_EXAMPLES = 512
 VAL_ROBUST_NUM_STEPS = 10
+
+#: AutoAttack's APGD-L1 ``use_largereps`` schedule (autopgd_base.py:486-490): radii 3, 2, 1 x eps
+#: for ceil(0.3 N), ceil(0.3 N) and the remaining iterations.
+APGD_LARGEREPS_FRACTION = 0.3

@@ -18,6 +18,7 @@ from robustlab.adversarial.apgd import (
     apgd,
     apgd_targeted,
     checkpoints,
+    largereps_schedule,
 )
 from robustlab.adversarial.gradient import pgd
 from robustlab.errors import RobustlabError
@@ -29,6 +30,8 @@ CASES = [
     AttackCase("apgd-ce-l2", apgd, {"eps": 1.0, "norm": "l2", "num_steps": 10, "restarts": 2}, targeted=True,
                min_success=0.5),
     AttackCase("apgd-ce-l1", apgd, {"eps": 4.0, "norm": "l1", "num_steps": 10}, targeted=True, min_success=0.5),
+    AttackCase("apgd-ce-l1-largereps", apgd, {"eps": 4.0, "norm": "l1", "num_steps": 10, "use_largereps": True},
+               min_success=0.5),
     AttackCase("apgd-t-linf", apgd_targeted, {"eps": 0.1, "norm": "linf", "num_steps": 10, "num_target_classes": 3},
                min_success=0.6),
     AttackCase("apgd-t-l1", apgd_targeted, {"eps": 4.0, "norm": "l1", "num_steps": 10, "num_target_classes": 2,
@@ -95,6 +98,21 @@ def test_linear_model_known_boundary(attack, norm, linear_problem):
             res = fn(model, x[i:i + 1], labels[i:i + 1], eps=float(dist[i] * scale), norm=norm,
                      num_steps=30, generator=torch.Generator().manual_seed(0))
             assert bool(res.success[0]) is expect, (norm, i, scale)
+
+
+def test_largereps_schedule_and_radius(digits_mlp, attack_batch):
+    assert largereps_schedule(1.0, 100) == ((3.0, 30), (2.0, 30), (1.0, 40))
+    assert sum(n for _, n in largereps_schedule(0.5, 7)) == 7
+    x, y = attack_batch
+    res = apgd(digits_mlp, x, y, eps=1.5, norm="l1", num_steps=9, use_largereps=True,
+               generator=torch.Generator().manual_seed(0))
+    # the 3 eps / 2 eps stages never leak into the result: everything is in the eps ball
+    assert float(res.norms.max()) <= 1.5 + 1e-5 and res.success_rate > 0.1
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(RobustlabError, match="'use_largereps'"):
+        apgd(digits_mlp, x, y, eps=0.1, norm="linf", use_largereps=True, generator=g)
+    with pytest.raises(RobustlabError, match="'num_steps'"):
+        apgd_targeted(digits_mlp, x, y, eps=1.0, norm="l1", num_steps=2, use_largereps=True, generator=g)
 
 
 def test_matches_torchattacks_apgd(digits_cnn, attack_batch):

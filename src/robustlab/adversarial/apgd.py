@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from robustlab._checks import check_choice, check_int, check_number
+from robustlab._checks import check_bool, check_choice, check_int, check_number, fail
 from robustlab._constants import (
     APGD_CHECKPOINT_DECAY,
     APGD_FIRST_CHECKPOINT,
@@ -34,6 +34,7 @@ from robustlab._constants import (
     APGD_L1_SPARSITY_DROP,
     APGD_L1_STEP_DIVISOR,
     APGD_L1_STEP_FACTOR,
+    APGD_LARGEREPS_FRACTION,
     APGD_MIN_CHECKPOINT,
     APGD_MOMENTUM,
     APGD_STEP_FACTOR,
@@ -64,7 +65,8 @@ from robustlab.adversarial.gradient import (
     project_l1_box,
 )
 
-__all__ = ["APGDCE", "APGDDLR", "APGDT", "APGD_LOSSES", "apgd", "apgd_targeted", "checkpoints"]
+__all__ = ["APGDCE", "APGDDLR", "APGDT", "APGD_LOSSES", "apgd", "apgd_targeted", "checkpoints",
+           "largereps_schedule"]
 
 #: Losses APGD offers (CE and DLR, as in the paper).
 APGD_LOSSES: tuple[str, ...] = ("ce", "dlr")
@@ -182,17 +184,18 @@ def _apgd_run(
     view: ModelView, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
     t_loss: torch.Tensor | None, t_success: torch.Tensor | None, eps: float, norm: str,
     num_steps: int, rho: float, objective: Objective, eot_iter: int, generator: torch.Generator,
-    adv: torch.Tensor, broken: torch.Tensor,
+    adv: torch.Tensor, broken: torch.Tensor, x_init: torch.Tensor | None = None, record: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One APGD run on the examples ``idx``.
+    """One APGD run on the examples ``idx``, from ``x_init`` (rows of ``idx``) or a random start.
 
-    Examples broken at some iterate are written into ``adv``/``broken`` (their first breaking
-    iterate). Returns ``(idx, x_best, loss_best)`` of the examples the run did not break.
+    With ``record``, examples broken at some iterate are written into ``adv``/``broken`` (their
+    first breaking iterate) and leave the run. Returns ``(idx, x_best, loss_best)`` of the
+    examples still in the run at its end.
     """
     x0, y0 = x[idx], y[idx]
     tl = t_loss[idx] if t_loss is not None else None
     ts = t_success[idx] if t_success is not None else None
-    x_adv = _initial_point(x0, norm, eps, generator)
+    x_adv = _initial_point(x0, norm, eps, generator) if x_init is None else x_init.clamp(0.0, 1.0)
     n, d = x0.shape[0], flat(x0).shape[1]
     grad, loss, logits = input_gradient(view, x_adv, lambda z: objective(z, y0, tl), index=idx,
                                         eot_iter=eot_iter)
@@ -208,7 +211,11 @@ def _apgd_run(
         lo=(x0 - eps).clamp_(min=0.0) if norm == "linf" else x0,
         hi=(x0 + eps).clamp_(max=1.0) if norm == "linf" else x0,
     )
-    _record_hits(s, logits, adv, broken)
+    if x_init is not None and norm == "l1":  # warm start: sparsity of the start (autopgd_base.py:305-307)
+        s.l0_old = (flat(x_adv - x0) != 0).sum(dim=1).to(x.dtype)
+        s.sparsity = s.l0_old / d / APGD_L1_SPARSITY_DIVISOR
+    if record:
+        _record_hits(s, logits, adv, broken)
     windows = _windows(num_steps, norm)
     for i in range(num_steps):
         if s.idx.numel() == 0:
@@ -218,7 +225,7 @@ def _apgd_run(
         y0, tl = s.y0, s.t_loss
         s.grad, loss, logits = input_gradient(view, x_new, lambda z, y0=y0, tl=tl: objective(z, y0, tl),
                                               index=s.idx, eot_iter=eot_iter)
-        kept = _record_hits(s, logits, adv, broken)
+        kept = _record_hits(s, logits, adv, broken) if record else None
         if kept is not None:
             if s.idx.numel() == 0:
                 break
@@ -279,6 +286,16 @@ def _checkpoint(s: _State, norm: str, eps: float, alpha: float, rho: float, wind
 
 
 # --------------------------------------------------------------------------- public functions
+def _check_largereps(use_largereps: Any, norm: str, num_steps: int) -> bool:
+    use_largereps = check_bool("use_largereps", use_largereps)
+    if use_largereps and norm != "l1":
+        fail("use_largereps", "False unless norm='l1' (AutoAttack's schedule is for APGD-L1)",
+             use_largereps)
+    if use_largereps and num_steps < 3:
+        fail("num_steps", "at least 3 with use_largereps=True (three radii)", num_steps)
+    return use_largereps
+
+
 def _check_apgd(eps: Any, norm: Any, loss: Any, num_steps: Any, restarts: Any, rho: Any,
                 eot_iter: Any) -> tuple[float, str, str, int, int, float, int]:
     return (check_eps(eps), check_norm(norm, allowed=NORMS), check_choice("loss", loss, APGD_LOSSES),
@@ -300,6 +317,7 @@ def apgd(
     targets: torch.Tensor | None = None,
     eot_iter: int = 1,
     generator: torch.Generator | None = None,
+    use_largereps: bool = False,
 ) -> AttackResult:
     """Auto-PGD (Croce & Hein, ICML 2020, Alg. 1): APGD-CE (``loss="ce"``) and APGD-DLR (``"dlr"``).
 
@@ -338,6 +356,9 @@ def apgd(
         Gradients averaged per iteration (EoT) for randomised models.
     generator : torch.Generator
         Required: the starting points are random.
+    use_largereps : bool, default False
+        L1 only: AutoAttack's radius schedule (:func:`largereps_schedule`; its standard L1 suite
+        sets it, autoattack.py:312). ``num_steps`` must then be at least 3.
 
     Returns
     -------
@@ -362,13 +383,13 @@ def apgd(
     point's (the reference compares with 0, the unset last entry of its loss history,
     autopgd_base.py:168-169 with the zero-initialised history of line 233); an example leaves the batch when broken (the reference carries it to
     the end of the run); the L1 step skips coordinates the box blocks (the reference's top-k
-    includes them and its projection then shrinks the step); the L1 run does not use AutoAttack's
-    ``use_largereps`` eps schedule (autoattack.py:312).
+    includes them and its projection then shrinks the step).
     """
     inputs, labels, targets = check_attack_args(inputs, labels, targets=targets, generator=generator,
                                                 needs_generator=True)
     eps, norm, loss, num_steps, restarts, rho, eot_iter = _check_apgd(
         eps, norm, loss, num_steps, restarts, rho, eot_iter)
+    use_largereps = _check_largereps(use_largereps, norm, num_steps)
     with model_view(model, inputs) as view:
         with torch.no_grad():
             broken = is_success(view(inputs), labels, targets)
@@ -378,23 +399,53 @@ def apgd(
         for _ in range(restarts):
             _restart(view, inputs, labels, t_loss=targets, t_success=targets, eps=eps, norm=norm,
                      num_steps=num_steps, rho=rho, objective=objective, eot_iter=eot_iter,
-                     generator=generator, adv=adv, broken=broken, best=best)
+                     generator=generator, adv=adv, broken=broken, best=best, use_largereps=use_largereps)
         return finalize(view, inputs, adv, labels, norm=norm, eps=eps, targets=targets,
                         num_iterations=num_steps)
 
 
 def _restart(view: ModelView, x: torch.Tensor, y: torch.Tensor, *, t_loss: torch.Tensor | None,
              t_success: torch.Tensor | None, adv: torch.Tensor, broken: torch.Tensor,
-             best: torch.Tensor, **run: Any) -> None:
+             best: torch.Tensor, use_largereps: bool = False, **run: Any) -> None:
     """One run on the unbroken examples; unbroken ones keep their highest-loss point in ``adv``."""
     idx = (~broken).nonzero().squeeze(1)
     if idx.numel() == 0:
         return
-    left, x_best, loss_best = _apgd_run(view, x, y, idx, t_loss=t_loss, t_success=t_success,
-                                        adv=adv, broken=broken, **run)
+    runner = _largereps_run if use_largereps else _apgd_run
+    left, x_best, loss_best = runner(view, x, y, idx, t_loss=t_loss, t_success=t_success,
+                                     adv=adv, broken=broken, **run)
     better = loss_best > best[left]
     adv[left[better]] = x_best[better]
     best[left[better]] = loss_best[better]
+
+
+def largereps_schedule(eps: float, num_steps: int) -> tuple[tuple[float, int], ...]:
+    """AutoAttack's APGD-L1 schedule: ``(3 eps, 30%), (2 eps, 30%), (eps, the rest)`` of the steps.
+
+    fra31/auto-attack autopgd_base.py:486-490 (``use_largereps``; Croce & Hein, "Mind the box",
+    ICML 2021, Sec. 4: starting with a larger radius helps APGD-L1 find sparse perturbations).
+    """
+    first = math.ceil(APGD_LARGEREPS_FRACTION * num_steps)
+    return ((3.0 * eps, first), (2.0 * eps, first), (eps, num_steps - 2 * first))
+
+
+def _largereps_run(view: ModelView, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, *,
+                   eps: float, num_steps: int, generator: torch.Generator,
+                   **run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """APGD-L1 over the shrinking radii of :func:`largereps_schedule`, each stage warm-started at
+    the previous stage's best point projected onto the smaller ball (autopgd_base.py:542-564).
+    Only the last stage (radius ``eps``) can break an example."""
+    x0 = x[idx]
+    stages = largereps_schedule(eps, num_steps)
+    start = x0 + randn(tuple(x0.shape), generator, x0)
+    left, x_best, loss_best = idx, start, x0.new_empty(0)
+    for k, (radius, steps) in enumerate(stages):
+        start = x0 + project_l1_box(start - x0, x0, radius)
+        last = k == len(stages) - 1
+        left, x_best, loss_best = _apgd_run(view, x, y, idx, eps=radius, num_steps=steps,
+                                            generator=generator, x_init=start, record=last, **run)
+        start = x_best
+    return left, x_best, loss_best
 
 
 def apgd_targeted(
@@ -411,6 +462,7 @@ def apgd_targeted(
     rho: float = 0.75,
     eot_iter: int = 1,
     generator: torch.Generator | None = None,
+    use_largereps: bool = False,
 ) -> AttackResult:
     """APGD-T: APGD on a targeted loss, towards each of the top non-true classes in turn.
 
@@ -423,7 +475,7 @@ def apgd_targeted(
 
     Parameters
     ----------
-    model, inputs, labels, eps, norm, num_steps, restarts, rho, eot_iter, generator
+    model, inputs, labels, eps, norm, num_steps, restarts, rho, eot_iter, generator, use_largereps
         As in :func:`apgd`.
     num_target_classes : int, default 9
         Target classes tried per example; more than ``K - 1`` is reduced to ``K - 1`` with a
@@ -440,6 +492,7 @@ def apgd_targeted(
     eps, norm, loss, num_steps, restarts, rho, eot_iter = _check_apgd(
         eps, norm, loss, num_steps, restarts, rho, eot_iter)
     num_target_classes = check_int("num_target_classes", num_target_classes, low=1)
+    use_largereps = _check_largereps(use_largereps, norm, num_steps)
     with model_view(model, inputs) as view:
         with torch.no_grad():
             clean = view(inputs)
@@ -459,7 +512,8 @@ def apgd_targeted(
             for _ in range(restarts):
                 _restart(view, inputs, labels, t_loss=ranked[:, rank], t_success=None, eps=eps,
                          norm=norm, num_steps=num_steps, rho=rho, objective=objective,
-                         eot_iter=eot_iter, generator=generator, adv=adv, broken=broken, best=best)
+                         eot_iter=eot_iter, generator=generator, adv=adv, broken=broken, best=best,
+                         use_largereps=use_largereps)
         return finalize(view, inputs, adv, labels, norm=norm, eps=eps, targets=None,
                         num_iterations=num_steps)
 
