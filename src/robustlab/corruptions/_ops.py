@@ -307,32 +307,6 @@ def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     return big[..., tr0 : tr0 + h, tr1 : tr1 + w]
 
 
-# --- bilinear sampling at arbitrary coordinates -----------------------------------------------
-
-def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sample ``x`` (N, C, H, W) at per-image pixel coordinates ``ys``/``xs`` (N, H', W').
-
-    Bilinear, with out-of-image neighbours from the border ``mode``: ``"reflect"`` is SciPy's
-    ``map_coordinates(order=1, mode='reflect')`` and ``"mirror"`` OpenCV's BORDER_REFLECT_101.
-    ``grid_sample``'s reflection padding reflects the coordinate about the border (pixel edges
-    with ``align_corners=False``, pixel centres with ``True``) and clamps the neighbours, which
-    gives the same weights as reflecting the neighbour indices.
-    """
-    h, w = x.shape[-2:]
-    if mode == "reflect":
-        gx = (2 * xs + 1) / w - 1
-        gy = (2 * ys + 1) / h - 1
-        corners = False
-    elif mode == "mirror":
-        gx = 2 * xs / max(w - 1, 1) - 1
-        gy = 2 * ys / max(h - 1, 1) - 1
-        corners = True
-    else:
-        raise ValueError(mode)
-    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=corners)
-
-
 # --- motion blur (ImageMagick MotionBlurImage, as re-implemented by imagecorruptions) ---------
 
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:

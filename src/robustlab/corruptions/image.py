@@ -77,6 +77,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from robustlab._checks import (
@@ -518,27 +519,44 @@ def _elastic_transform(x: torch.Tensor, c: tuple[float, float, float], **kw: Any
     s, g = kw["scale"], kw["generator"]
     alpha, sigma, affine = (v * s for v in c)
     n, _, h, w = x.shape
-    xd = x.double()
+    f64 = torch.empty(0, dtype=torch.float64, device=x.device)  # dtype/device for the draws
     cx, cy = float(w // 2), float(h // 2)
     sq = float(min(h, w) // 3)
     pts1 = torch.tensor([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]],
                         dtype=torch.float64, device=x.device).expand(n, 3, 2)
-    pts2 = pts1 + _ops.uniform(-affine, affine, (n, 3, 2), g, xd)
+    pts2 = pts1 + _ops.uniform(-affine, affine, (n, 3, 2), g, f64)
     ones = torch.ones(n, 3, 1, dtype=torch.float64, device=x.device)
     a_t = torch.linalg.solve(torch.cat([pts1, ones], dim=2), pts2)  # (N, 3, 2): [x y 1] @ a_t
     full = torch.cat([a_t.transpose(1, 2), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64,
                                                         device=x.device).expand(n, 1, 3)], dim=1)
     inv = torch.linalg.inv(full)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=x.device),
-                            torch.arange(w, dtype=torch.float64, device=x.device), indexing="ij")
-    src_x = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
-    src_y = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
-    y = _ops.bilinear_sample(x, src_y.to(x.dtype), src_x.to(x.dtype), "mirror")
-    dx = _ops.gaussian_blur(_ops.uniform(-1.0, 1.0, (n, h, w), g, x), sigma, truncate=3.0,
-                            mode="reflect") * alpha
-    dy = _ops.gaussian_blur(_ops.uniform(-1.0, 1.0, (n, h, w), g, x), sigma, truncate=3.0,
-                            mode="reflect") * alpha
-    return _ops.bilinear_sample(y, yy.to(x.dtype) + dy, xx.to(x.dtype) + dx, "reflect")
+    # warpAffine samples at inv @ (x, y, 1); in grid_sample's coordinates that is one (N, 2, 3)
+    # affine map. grid_sample's reflection padding reflects the coordinate about the border
+    # (pixel centres with align_corners=True, pixel edges with False) and clamps the neighbours,
+    # which gives the same weights as reflecting the neighbour indices: BORDER_REFLECT_101 here,
+    # SciPy's mode='reflect' below
+    to_grid = torch.tensor([[2 / max(w - 1, 1), 0.0, -1.0], [0.0, 2 / max(h - 1, 1), -1.0],
+                            [0.0, 0.0, 1.0]], dtype=torch.float64, device=x.device)
+    y = F.grid_sample(x, _affine_grid(to_grid @ inv, h, w).to(x.dtype), mode="bilinear",
+                      padding_mode="reflection", align_corners=True)
+    # map_coordinates at (y + dy, x + dx), mode='reflect' (align_corners=False): the grid is the
+    # identity grid plus the displacements in grid units
+    grid = _affine_grid(torch.tensor([[[2 / w, 0.0, 1 / w - 1], [0.0, 2 / h, 1 / h - 1]]],
+                                     dtype=torch.float64, device=x.device), h, w).to(x.dtype)
+    grid = grid.expand(n, h, w, 2).clone()
+    for axis, size in ((0, w), (1, h)):  # x then y displacement, as the reference draws them
+        field = _ops.gaussian_blur(_ops.uniform(-1.0, 1.0, (n, h, w), g, x), sigma, truncate=3.0,
+                                   mode="reflect")
+        grid[..., axis].add_(field, alpha=alpha * 2 / size)
+    return F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _affine_grid(mat: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``mat @ (x, y, 1)`` at every pixel (x, y): (N, H, W, 2) from (N, 2 or 3, 3), float64."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=mat.device),
+                            torch.arange(w, dtype=torch.float64, device=mat.device), indexing="ij")
+    base = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, h * w, 3)
+    return torch.matmul(base, mat[:, :2, :].transpose(1, 2)).reshape(-1, h, w, 2)
 
 
 def _pixelate(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
