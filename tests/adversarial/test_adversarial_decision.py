@@ -118,6 +118,16 @@ def test_linear_model_approaches_exact_minimal_norm(norm, linear_problem):
     assert float(ratio.median()) < 1.05, ratio  # measured 1.020 (L2), 1.008 (Linf)
 
 
+def test_tabular_inputs(linear_problem):
+    """HSJ is not limited to images: (N, D) inputs work the same way."""
+    model, x, labels, w, b = linear_problem
+    flat_model = model[1]  # the nn.Linear on (N, 16)
+    res = hop_skip_jump(LabelOnly(flat_model), x.flatten(1), labels, max_queries=600, generator=_gen(6))
+    exact = linear_min_norms(w, b, x, labels, "l2")
+    assert bool(res.success.all()) and bool((res.norms >= exact * (1 - 1e-6)).all())
+    assert float((res.norms / exact).median()) < 1.3
+
+
 def test_eps_mode_returns_original_where_too_far(digits_mlp, attack_batch):
     x, y = attack_batch
     free = hop_skip_jump(LabelOnly(digits_mlp), x, y, max_queries=300, generator=_gen(2))

@@ -81,6 +81,21 @@ def test_linear_model_known_answer(linear_problem):
     assert bool(res.success[exact < 0.97 * eps].all()) and bool((exact < 0.97 * eps).any())
 
 
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
+@pytest.mark.parametrize("shape", [(3, 8, 12), (1, 3, 20), (1, 4, 4)], ids=str)
+def test_non_square_and_tiny_images(shape, norm, eps):
+    """Windows and the L2 start tiles fit any H x W (fra31 assumes H == W for the L2 start)."""
+    torch.manual_seed(0)  # test-model weights only
+    d = shape[0] * shape[1] * shape[2]
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, 5))
+    x = torch.rand((16, *shape), generator=_gen(1))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    res = square(net, x, y, eps=eps, norm=norm, max_queries=100, generator=_gen(2))
+    assert float(res.norms.max()) <= eps * (1 + 1e-5) + 1e-6
+    assert res.success_rate > 0.3 and int(res.queries.max()) <= 100
+
+
 def test_score_callable_equals_module(digits_mlp, attack_batch):
     x, y = attack_batch
     a = square(digits_mlp, x, y, eps=0.1, max_queries=80, generator=_gen(1))
