@@ -194,8 +194,8 @@ def test_bad_settings(digits_mlp, attack_batch):
 
 def test_registry_and_thin_classes(digits_mlp, attack_batch):
     x, y = attack_batch
-    items = ATTACKS._items  # ATTACKS.get would import every attack family's module
-    assert items["apgd-ce"] is APGDCE and items["apgd-dlr"] is APGDDLR and items["apgd-t"] is APGDT
+    assert ATTACKS.get("apgd-ce") is APGDCE and ATTACKS.get("apgd-dlr") is APGDDLR
+    assert ATTACKS.get("apgd-t") is APGDT
     a = APGDDLR(eps=0.1, num_steps=5)(digits_mlp, x, y, generator=torch.Generator().manual_seed(1))
     b = apgd(digits_mlp, x, y, eps=0.1, loss="dlr", num_steps=5, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a.adv_inputs, b.adv_inputs)

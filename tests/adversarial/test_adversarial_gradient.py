@@ -247,8 +247,7 @@ def test_bad_settings(digits_mlp, attack_batch):
 
 def test_registry_and_thin_classes(digits_mlp, attack_batch):
     x, y = attack_batch
-    # registered on import (ATTACKS.get would also import every other attack family's module)
-    assert ATTACKS._items["pgd"] is PGD and ATTACKS._items["fgsm"] is FGSM
+    assert ATTACKS.get("pgd") is PGD and ATTACKS.get("fgsm") is FGSM
     a = PGD(eps=0.1, num_steps=3)(digits_mlp, x, y, generator=torch.Generator().manual_seed(2))
     b = pgd(digits_mlp, x, y, eps=0.1, num_steps=3, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a.adv_inputs, b.adv_inputs)
