@@ -163,8 +163,10 @@ def square(
 
     Start (Sec. 3.2, L2): the image is tiled with windows of side ``min(H, W) // 5`` (the paper's
     and fra31's, lines 306-320), each filled with the pseudo-Gaussian pattern ``eta`` (two halves
-    of opposite sign, concentric squares weighted ``1 / (k + 1)^2``) times a random sign per
-    channel; the sum is rescaled to L2 norm ``eps``. L2 update (Alg. 3): two windows ``W1``, ``W2``
+    of opposite sign, concentric squares weighted ``1 / (k + 1)^2``) in a random orientation
+    times a random sign per channel; the sum is rescaled to L2 norm ``eps``. fra31 uses side
+    ``H // 5`` and offsets both axes by ``(H - 5 s) // 2`` (square images; side 0 below 5
+    pixels); here each axis gets its own offset and the side is at least 1. L2 update (Alg. 3): two windows ``W1``, ``W2``
     of side ``s``; the perturbation inside ``W1 u W2`` is replaced by ``eta`` (random sign and
     orientation) plus the old ``W1`` content (normalised), rescaled so that the whole perturbation
     would have norm ``eps`` before clipping -- fra31 lines 339-379. A candidate is accepted if its
