@@ -307,7 +307,7 @@ def pgd(
     AttackResult
         Per example, the first iterate (over steps and restarts) that breaks it; unbroken examples
         get the last iterate of their highest-loss restart. ``queries`` counts the clean forward,
-        ``eot_iter`` per step and one forward after the last step.
+        ``eot_iter`` per step, one forward after the last step and the final success check.
 
     Examples
     --------
@@ -320,9 +320,11 @@ def pgd(
 
     Notes
     -----
-    Success is read from the logits of each gradient pass (the model is in eval mode, so they are
-    exactly the predictions on the iterate) plus one forward after the last step: one forward and
-    backward per step, and broken examples leave the batch.
+    Whether an iterate breaks an example is read from the logits of its gradient pass (the model
+    is in eval mode, so they are the predictions on the iterate; for a randomised model, those of
+    the last EoT pass) plus one forward after the last step: one forward and backward per step,
+    and broken examples leave the batch. The returned ``success`` is recomputed by one more
+    forward on ``adv_inputs``.
     """
     random_start = check_bool("random_start", random_start)
     inputs, labels, targets = check_attack_args(inputs, labels, targets=targets, generator=generator,
