@@ -384,8 +384,13 @@ def _motion_blur(x: torch.Tensor, c: tuple[float, float], **kw: Any) -> torch.Te
     """Line blur of length ``2 radius + 1`` at an angle ``U(-45, 45)`` degrees per image."""
     radius, sigma = c
     s, g = kw["scale"], kw["generator"]
-    angle = _ops.uniform(-45.0, 45.0, (x.shape[0],), g, x.double())
+    angle = _ops.uniform(-45.0, 45.0, (x.shape[0],), g, _f64(x))
     return _ops.motion_blur(x, radius * s, sigma * s, angle)
+
+
+def _f64(x: torch.Tensor) -> torch.Tensor:
+    """An empty float64 tensor on ``x``'s device: the ``like`` of float64 draws."""
+    return torch.empty(0, dtype=torch.float64, device=x.device)
 
 
 def _zoom_factors(c: tuple[float, float, float]) -> np.ndarray:
@@ -409,7 +414,7 @@ def _snow(x: torch.Tensor, c: tuple[float, ...], **kw: Any) -> torch.Tensor:
     layer = _ops.clipped_zoom(layer, max(1.0, zoom * s))
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
     layer = torch.floor(layer * 255) / 255  # uint8 PNG handed to ImageMagick
-    angle = _ops.uniform(-135.0, -45.0, (n,), g, x.double())
+    angle = _ops.uniform(-135.0, -45.0, (n,), g, _f64(x))
     layer = _ops.motion_blur(layer, m_radius * s, m_sigma * s, angle)
     layer = torch.round(layer * 255) / 255  # ImageMagick writes uint8 back
     grey = _ops.to_gray(x, _ops.CV_GRAY_WEIGHTS)
@@ -519,7 +524,7 @@ def _elastic_transform(x: torch.Tensor, c: tuple[float, float, float], **kw: Any
     s, g = kw["scale"], kw["generator"]
     alpha, sigma, affine = (v * s for v in c)
     n, _, h, w = x.shape
-    f64 = torch.empty(0, dtype=torch.float64, device=x.device)  # dtype/device for the draws
+    f64 = _f64(x)
     cx, cy = float(w // 2), float(h // 2)
     sq = float(min(h, w) // 3)
     pts1 = torch.tensor([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]],
