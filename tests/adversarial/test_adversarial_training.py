@@ -78,9 +78,10 @@ def _setup(objective, model: nn.Module, batch: Batch, seed: int = 0) -> torch.Ge
     return g
 
 
+@pytest.mark.parametrize("bn", [False, True], ids=["mlp", "mlp-bn"])
 @pytest.mark.parametrize("case", sorted(OBJECTIVE_CASES))
-def test_one_step_reduces_the_objectives_own_loss(case, batch):
-    model, objective = _mlp(), OBJECTIVE_CASES[case]()
+def test_one_step_reduces_the_objectives_own_loss(case, bn, batch):
+    model, objective = _mlp(bn=bn), OBJECTIVE_CASES[case]()
     g = _setup(objective, model, batch)
     state = g.get_state()
     model.train()
@@ -369,3 +370,17 @@ def test_val_metrics_must_be_callable(digits_small):
     train, test = digits_small
     with pytest.raises(RobustlabError, match="'val_metrics'"):
         Trainer(_mlp(), "ce", TrainConfig(epochs=1)).fit(train, val=test, val_metrics="robust")
+
+
+def test_vat_perturbed_passes_leave_batch_norm_statistics_alone(batch):
+    model = _mlp(bn=True)
+    reference = copy.deepcopy(model)
+    objective = VirtualAdversarialTraining(eps=0.5)
+    _setup(objective, model, batch)
+    model.train()
+    reference.train()
+    out = objective.compute(model, batch, epoch=0, step=0)
+    out.loss.backward()  # no in-place modification of a tensor saved for backward
+    reference(batch.inputs)  # the clean pass alone
+    for (name, b), (_, r) in zip(model.named_buffers(), reference.named_buffers()):
+        assert torch.equal(b, r), name

@@ -46,6 +46,7 @@ __all__ = [
     "ATTACK_MODES",
     "START_KINDS",
     "awp_perturbation",
+    "batch_stats_frozen",
     "check_training_data",
     "eps_at",
     "gair_weights",
@@ -178,6 +179,31 @@ def eps_at(eps: float, *, warmup_epochs: int, step: int, steps_per_epoch: int) -
     return eps * min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch))
 
 
+# --------------------------------------------------------------------------- batch norm
+@contextmanager
+def batch_stats_frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Batch-norm layers use batch statistics but leave their running averages unchanged.
+
+    ``momentum = 0`` for the block (running <- 1 * running + 0 * batch), then the momentum and
+    ``num_batches_tracked`` are restored. Unlike copying saved buffers back after the forward
+    pass, this never modifies a tensor autograd saved for the backward pass.
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in layers]
+    try:
+        for m in layers:
+            m.momentum = 0.0
+        yield
+    finally:
+        with torch.no_grad():
+            for m, momentum, tracked in saved:
+                m.momentum = momentum
+                if tracked is not None:
+                    m.num_batches_tracked.copy_(tracked)
+
+
 # --------------------------------------------------------------------------- AWP
 def awp_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """The tensors AWP perturbs: trainable weights with at least 2 dimensions (conv/linear kernels).
@@ -195,20 +221,14 @@ def awp_perturbation(model: torch.nn.Module, loss_of: Callable[[Callable[[torch.
     One ascent step on the training loss in weight space, scaled *per layer* to
     ``||v_l|| = gamma * ||w_l||``: ``v_l = gamma * ||w_l|| * g_l / ||g_l||`` with
     ``g_l = d loss / d w_l`` at the current weights. The reference computes it on a proxy copy
-    of the model (so the real model's batch-norm statistics do not move); here the model's
-    buffers are saved and restored around the extra pass for the same effect. ``loss_of`` takes
+    of the model (so the real model's batch-norm statistics do not move); here
+    :func:`batch_stats_frozen` keeps them unchanged during the extra pass. ``loss_of`` takes
     a forward function and returns the scalar loss to maximise.
     """
     named = awp_parameters(model)
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        with torch.enable_grad():
-            loss = loss_of(model)
-            grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-    finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
+    with batch_stats_frozen(model), torch.enable_grad():
+        loss = loss_of(model)
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for (name, p), g in zip(named, grads):

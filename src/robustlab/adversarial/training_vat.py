@@ -18,6 +18,7 @@ from robustlab._constants import VAT_ALPHA, VAT_POWER_ITERATIONS, VAT_XI
 from robustlab._model_state import preserve_state
 from robustlab.adversarial._core import _bcast, flat, randn
 from robustlab.adversarial.training_core import (
+    batch_stats_frozen,
     check_threat_model,
     check_trainable,
     kl_per_example,
@@ -67,7 +68,7 @@ class VirtualAdversarialTraining(BaseObjective):
     ``d <- normalize(grad_r KL(p || f(x + r)) at r = xi * d)``; then ``r_adv = eps * d`` and
     ``LDS = KL(p || f(x + r_adv))`` averaged over the batch. ``loss = CE(labelled) + alpha *
     LDS``. All passes run in train mode; the perturbed passes do not update batch-norm running
-    statistics (the reference's ``update_batch_stats=False``: buffers are restored).
+    statistics (the reference's ``update_batch_stats=False``).
 
     Deviation: ``x + r_adv`` is clipped to ``[0, 1]`` (robustlab's input contract; the paper
     does not clip), so ``||x_adv - x||_2 <= eps`` still holds.
@@ -111,21 +112,15 @@ class VirtualAdversarialTraining(BaseObjective):
         """``clip(x + r_adv)`` by the power iteration (parameters frozen, train mode kept)."""
         p = clean_logits.detach()
         d = _normalized(randn(tuple(x.shape), self._generator_or_fail(), x))
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        try:
-            with preserve_state(model):
-                for q in model.parameters():
-                    q.requires_grad_(False)
-                for _ in range(self.num_power_iterations):
-                    r = (self.xi * d).requires_grad_(True)
-                    with torch.enable_grad():
-                        dist = kl_per_example(p, model(x + r)).mean()
-                        grad, = torch.autograd.grad(dist, r)
-                    d = _normalized(grad.detach())
-        finally:
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
+        with preserve_state(model), batch_stats_frozen(model):
+            for q in model.parameters():
+                q.requires_grad_(False)
+            for _ in range(self.num_power_iterations):
+                r = (self.xi * d).requires_grad_(True)
+                with torch.enable_grad():
+                    dist = kl_per_example(p, model(x + r)).mean()
+                    grad, = torch.autograd.grad(dist, r)
+                d = _normalized(grad.detach())
         return (x + self.eps * d).clamp(0, 1).detach()
 
     def compute(self, model: torch.nn.Module, batch: Batch, *, epoch: int, step: int) -> ObjectiveOutput:
@@ -138,11 +133,8 @@ class VirtualAdversarialTraining(BaseObjective):
         if self.alpha == 0:
             return ObjectiveOutput(loss=ce, logits=logits, metrics=metrics)
         x_adv = self.virtual_adversarial_inputs(model, x, logits)
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        logits_adv = model(x_adv)
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
+        with batch_stats_frozen(model):
+            logits_adv = model(x_adv)
         lds = kl_per_example(logits.detach(), logits_adv).mean()
         metrics["lds"] = lds.detach()
         if bool(labeled.any()):
