@@ -383,7 +383,9 @@ def apgd(
     point's (the reference compares with 0, the unset last entry of its loss history,
     autopgd_base.py:168-169 with the zero-initialised history of line 233); an example leaves the batch when broken (the reference carries it to
     the end of the run); the L1 step skips coordinates the box blocks (the reference's top-k
-    includes them and its projection then shrinks the step).
+    includes them and its projection then shrinks the step); with ``eot_iter > 1`` the loss that
+    drives the step-size control is the mean over the EoT passes (the reference keeps the last
+    pass's).
     """
     inputs, labels, targets = check_attack_args(inputs, labels, targets=targets, generator=generator,
                                                 needs_generator=True)
