@@ -248,3 +248,14 @@ def test_bad_input(digits_mlp, attack_batch):
         hop_skip_jump(model, x, y)
     with pytest.raises(ModelOutputError, match="'model output'"):
         hop_skip_jump(lambda v: v.flatten(1)[:, 0], x, y, generator=g)  # float "labels"
+
+
+def test_grouped_sign_queries_give_the_same_result(monkeypatch, digits_mlp, attack_batch):
+    """Bounding memory (fewer examples per sign-query batch) does not change the attack."""
+    from robustlab.adversarial import decision
+
+    x, y = attack_batch
+    a = hop_skip_jump(LabelOnly(digits_mlp), x, y, max_queries=400, generator=_gen(8))
+    monkeypatch.setattr(decision, "HSJ_QUERY_CHUNK", 150)
+    b = hop_skip_jump(LabelOnly(digits_mlp), x, y, max_queries=400, generator=_gen(8))
+    assert torch.equal(a.adv_inputs, b.adv_inputs) and torch.equal(a.queries, b.queries)

@@ -445,7 +445,18 @@ class _HSJRun:
                 self.boundary[idx[moved]], _ = self._binary_search(stepped[moved], idx[moved])
 
     def _estimate_direction(self, idx: torch.Tensor, delta: torch.Tensor, num_evals: int) -> torch.Tensor:
-        """Eq. 9 with the baseline of Eq. 16, ``B_t`` sign queries per example in one batch."""
+        """Eq. 9 with the baseline of Eq. 16: ``B_t`` sign queries per example, batched.
+
+        Examples are processed in groups of at most ``HSJ_QUERY_CHUNK // B_t`` so the probes
+        (``B_t`` perturbed copies per example) stay bounded in memory; each example's draws
+        come from its own generator, so the grouping does not change the result.
+        """
+        per = max(1, HSJ_QUERY_CHUNK // num_evals)
+        parts = [self._estimate_group(idx[i:i + per], delta[i:i + per], num_evals)
+                 for i in range(0, idx.numel(), per)]
+        return torch.cat(parts) if parts else self.x.new_zeros((0, *self.x.shape[1:]))
+
+    def _estimate_group(self, idx: torch.Tensor, delta: torch.Tensor, num_evals: int) -> torch.Tensor:
         x_t = self.boundary[idx]
         a, shape = idx.numel(), tuple(self.x.shape[1:])
         u = self._draw(idx, (num_evals,) + shape, uniform=self.norm == "linf")
