@@ -220,18 +220,23 @@ def correlate2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tenso
     kh, kw = kernel.shape
     n, c, h, w = x.shape
     kernel = kernel.to(dtype=x.dtype, device=x.device)
-    xp = pad(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
     if kh * kw < FFT_MIN_TAPS ** 2:
+        xp = pad(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
         # sum of shifted planes: faster than a one-channel conv2d on CPU, skips zero taps
         out = torch.zeros(n * c, 1, h, w, dtype=x.dtype, device=x.device)
         for i, j in torch.nonzero(kernel).tolist():
             out += kernel[i, j] * xp[..., i : i + h, j : j + w]
         return out.reshape(n, c, h, w)
     # zero-padding to a 2-3-5-smooth length keeps the FFT fast and the valid part unchanged
-    ph, pw = fft_length(xp.shape[-2]), fft_length(xp.shape[-1])
-    spec = torch.fft.rfft2(xp, s=(ph, pw)) * torch.fft.rfft2(torch.flip(kernel, (0, 1)), s=(ph, pw))
-    full = torch.fft.irfft2(spec, s=(ph, pw))
-    return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].reshape(n, c, h, w)
+    ph, pw = fft_length(h + kh - 1), fft_length(w + kw - 1)
+    kernel_spec = torch.fft.rfft2(torch.flip(kernel, (0, 1)), s=(ph, pw))
+
+    def filt(planes: torch.Tensor) -> torch.Tensor:
+        xp = pad(planes, kh // 2, kw // 2, mode)
+        full = torch.fft.irfft2(torch.fft.rfft2(xp, s=(ph, pw)).mul_(kernel_spec), s=(ph, pw))
+        return full[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w]
+
+    return map_planes(filt, x)
 
 
 @lru_cache(maxsize=256)

@@ -320,8 +320,7 @@ def _impulse_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     salt if ``c/2 <= U < c``.
     """
     u = _ops.rand(tuple(x.shape), kw["generator"], x)
-    out = torch.where(u < c, torch.ones_like(x), x)
-    return torch.where(u < c / 2, torch.zeros_like(x), out)
+    return x.masked_fill(u < c, 1.0).masked_fill_(u < c / 2, 0.0)
 
 
 def _speckle_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
@@ -568,8 +567,10 @@ def _pixelate(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     """PIL ``resize((int(W c), int(H c)), BOX)`` then ``resize((W, H), BOX)``."""
     h, w = x.shape[-2:]
     hs, ws = max(1, int(h * c)), max(1, int(w * c))
-    small = _ops.separable(x, _ops.pil_box_matrix(h, hs), _ops.pil_box_matrix(w, ws))
-    return _ops.separable(small, _ops.pil_box_matrix(hs, h), _ops.pil_box_matrix(ws, w))
+    down_h, down_w = _ops.pil_box_matrix(h, hs), _ops.pil_box_matrix(w, ws)
+    up_h, up_w = _ops.pil_box_matrix(hs, h), _ops.pil_box_matrix(ws, w)
+    return _ops.map_planes(
+        lambda planes: _ops.separable(_ops.separable(planes, down_h, down_w), up_h, up_w), x)
 
 
 def _jpeg_compression(x: torch.Tensor, c: int, **kw: Any) -> torch.Tensor:
