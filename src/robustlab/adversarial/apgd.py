@@ -169,15 +169,19 @@ def _ascent(s: _State, norm: str, eps: float, momentum: float) -> torch.Tensor:
         d = l1_sparse_direction(s.grad, x, _l1_k(s.sparsity, flat(x).shape[1]))
         return (x0 + project_l1_box(x + eta * d - x0, x0, eps)).clamp_(0.0, 1.0)
     if norm == "linf":  # ball and box are both intervals per coordinate: one clamp projects
-        z = torch.clamp(x + eta * s.grad.sign(), s.lo, s.hi)
+        z = torch.addcmul(x, eta, s.grad.sign()).clamp_(min=s.lo, max=s.hi)
         if momentum == 1.0:
             return z
-        return torch.clamp(x + momentum * (z - x) + (1 - momentum) * (x - s.x_old), s.lo, s.hi)
+        return _momentum(z, x, s.x_old, momentum).clamp_(min=s.lo, max=s.hi)
     z = (x0 + project(x + eta * normalize_direction(s.grad, norm) - x0, norm, eps)).clamp_(0.0, 1.0)
     if momentum == 1.0:
         return z
-    moved = x + momentum * (z - x) + (1 - momentum) * (x - s.x_old)
-    return (x0 + project(moved - x0, norm, eps)).clamp_(0.0, 1.0)
+    return (x0 + project(_momentum(z, x, s.x_old, momentum) - x0, norm, eps)).clamp_(0.0, 1.0)
+
+
+def _momentum(z: torch.Tensor, x: torch.Tensor, x_old: torch.Tensor, a: float) -> torch.Tensor:
+    """``x + a (z - x) + (1 - a)(x - x_old)`` (paper Eq. 2) as ``a z + 2(1 - a) x - (1 - a) x_old``."""
+    return (z * a).add_(x, alpha=2 * (1 - a)).sub_(x_old, alpha=1 - a)
 
 
 def _apgd_run(
