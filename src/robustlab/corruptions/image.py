@@ -296,7 +296,7 @@ Fn = Callable[..., torch.Tensor]
 
 def _gaussian_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
     """``x + N(0, c^2)`` per element."""
-    return x + c * _ops.randn(tuple(x.shape), kw["generator"], x)
+    return _ops.randn(tuple(x.shape), kw["generator"], x).mul_(c).add_(x)
 
 
 def _shot_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
@@ -324,8 +324,8 @@ def _impulse_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
 
 
 def _speckle_noise(x: torch.Tensor, c: float, **kw: Any) -> torch.Tensor:
-    """Multiplicative noise ``x + x N(0, c^2)``."""
-    return x + x * c * _ops.randn(tuple(x.shape), kw["generator"], x)
+    """Multiplicative noise ``x + x N(0, c^2)``, as ``x (1 + c N(0, 1))``."""
+    return _ops.randn(tuple(x.shape), kw["generator"], x).mul_(c).add_(1).mul_(x)
 
 
 # blur -----------------------------------------------------------------------------------------
