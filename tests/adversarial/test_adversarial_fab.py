@@ -212,6 +212,22 @@ def test_robust_accuracy_matches_torchattacks(norm, eps, digits_mlp, attack_batc
     assert int((ref_robust != ~ours.success).sum()) <= 2
 
 
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
+def test_fab_t_robust_accuracy_matches_torchattacks(norm, eps, digits_mlp, attack_batch):
+    """FAB-T: 9 targets, the 2nd..10th highest clean logits (torchattacks' multi_targeted FAB)."""
+    import torchattacks
+
+    x, y = attack_batch
+    ours = fab(digits_mlp, x, y, norm=norm, eps=eps, num_steps=20, targeted=True)
+    ref = torchattacks.FAB(digits_mlp, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=20,
+                           n_restarts=1, alpha_max=0.1, eta=1.05, beta=0.9, multi_targeted=True,
+                           n_classes=10)
+    adv = ref(x, y)
+    with torch.no_grad():
+        ref_robust = (digits_mlp(adv).argmax(dim=1) == y) | (perturbation_norms(adv - x, norm) > eps + 1e-6)
+    assert int((ref_robust != ~ours.success).sum()) <= 2
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, name, error", [
     (dict(norm="l0"), "norm", Exception),
