@@ -76,8 +76,10 @@ def attack_batch(digits_split) -> tuple[torch.Tensor, torch.Tensor]:
 def linear_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(model, x, labels, W, b): 4 classes on 16 features, points near the box centre, float64.
 
-    Weights and offsets are scaled so every minimal L2/Linf/L1 perturbation stays inside [0, 1],
-    so the closed form (which ignores the box) is the true answer.
+    Points sit near the box centre so every minimal L2 and Linf perturbation stays inside [0, 1]
+    and the closed form (which ignores the box) is the true answer. NOT for L1: the closed-form L1
+    move puts 0.7-0.8 on one coordinate, which has only about 0.5 of room, so the box binds — use
+    an LP oracle that respects the box (tests/adversarial/test_adversarial_fab.py) instead.
     """
     g = torch.Generator().manual_seed(3)
     w = torch.randn(4, 16, generator=g, dtype=torch.float64)
