@@ -61,6 +61,14 @@ def methods(eps: float) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def run_one(task: str, name: str, seed: int, quick: bool, suite_examples: int) -> list[dict[str, Any]]:
+    """One training run and its evaluation; a failure is recorded as a row, not raised."""
+    try:
+        return _run_one(task, name, seed, quick, suite_examples)
+    except Exception as exc:  # noqa: BLE001  (a diverged run is a result of the benchmark)
+        return [{"task": task, "method": name, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _run_one(task: str, name: str, seed: int, quick: bool, suite_examples: int) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     from robustlab import zoo
     from robustlab.adversarial.evaluate import evaluate
@@ -121,6 +129,8 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, wall: f
              f"{torch.__version__}; total wall time {wall / 60:.1f} min; 1-min load average at the start "
              f"{load[0]:.1f} (a load far above the core count means the machine was shared and the "
              "times are inflated).", ""]
+    failures = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     for task in TASKS:
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
@@ -143,6 +153,9 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, wall: f
             flag = " (stopped early)" if any(r["stopped_early"] for r in sel) else ""
             lines.append(f"| {name}{flag} | " + " | ".join(cells) + " |")
         lines.append("")
+    if failures:
+        lines += ["## Failed runs", ""] + [f"- {r['task']}, {r['method']}, seed {r['seed']}: {r['error']}"
+                                           for r in failures] + [""]
     lines += ["## Methods", "",
               "All are `robustlab train --method NAME` objectives (options with `--method-param KEY=VALUE`, "
               "radius with `--eps`); `history.json` holds the clean and PGD-10 robust test accuracy of every "
@@ -193,6 +206,9 @@ def main() -> None:
         for out in pool.map(run_one, *zip(*jobs)):
             rows.extend(out)
             r = out[-1]
+            if "error" in r:
+                print(f"{r['task']:14s} {r['method']:22s} seed {r['seed']} FAILED: {r['error']}", flush=True)
+                continue
             print(f"{r['task']:14s} {r['method']:22s} seed {r['seed']} clean {r['clean_acc']:.3f} "
                   f"pgd {r['pgd20_acc']:.3f} {r['suite']} {r['suite_acc']:.3f} ({r['train_seconds']:.1f}s train)",
                   flush=True)

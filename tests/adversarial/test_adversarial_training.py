@@ -384,3 +384,17 @@ def test_vat_perturbed_passes_leave_batch_norm_statistics_alone(batch):
     reference(batch.inputs)  # the clean pass alone
     for (name, b), (_, r) in zip(model.named_buffers(), reference.named_buffers()):
         assert torch.equal(b, r), name
+
+
+def test_gradalign_cosine_stays_finite_for_vanishing_gradients():
+    from robustlab.adversarial.training_fast import _cosine
+
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randn(4, 30, generator=g) * torch.tensor([1e-20, 1e-3, 1.0, 0.0])[:, None]).requires_grad_(True)
+    b = (torch.randn(4, 30, generator=g) * torch.tensor([1e-20, 1e-3, 1.0, 1.0])[:, None]).requires_grad_(True)
+    cos = _cosine(a, b)
+    cos.backward()
+    assert torch.isfinite(cos) and torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    # rows 0 (norms ~1e-19, subnormal squares) and 3 (zero gradient) are left out
+    expected = F.cosine_similarity(a[1:3].detach(), b[1:3].detach(), dim=1).mean()
+    torch.testing.assert_close(cos.detach(), expected)

@@ -310,11 +310,20 @@ class FastAdversarialTraining(BaseObjective):
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean cosine similarity of per-example gradients, over pairs where both are non-zero."""
+    """Mean cosine similarity of per-example gradients, over pairs where both are non-negligible.
+
+    Each gradient is divided by its own norm before the dot product (as the reference
+    ``train.py``): the product of two norms underflows for the very small input gradients of
+    confidently classified examples (seen on breast-cancer: norms of 1e-20) and its reciprocal
+    then blows up the double-backprop gradient. Pairs with a norm below ``sqrt(finfo.tiny)``
+    (whose squared norm is already subnormal) are left out, like the reference's zero norms.
+    """
     fa, fb = flat(a), flat(b)
     na, nb = fa.norm(dim=1), fb.norm(dim=1)
-    keep = (na > 0) & (nb > 0)
+    floor = torch.finfo(fa.dtype).tiny ** 0.5
+    keep = (na > floor) & (nb > floor)
     if not bool(keep.any()):
         return fa.new_ones(())
-    cos = (fa[keep] * fb[keep]).sum(dim=1) / (na[keep] * nb[keep])
-    return cos.mean()
+    ua = fa[keep] / na[keep, None]
+    ub = fb[keep] / nb[keep, None]
+    return (ua * ub).sum(dim=1).mean()
