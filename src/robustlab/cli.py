@@ -242,6 +242,10 @@ def train(
                          weight_decay=weight_decay, schedule=schedule, grad_clip_norm=grad_clip,
                          record_examples=record_examples, seed=seed, sam_rho=sam_rho,
                          warmup_epochs=warmup_epochs)
+    if eval_eps is not None:
+        from robustlab.adversarial._core import check_eps
+
+        check_eps(eval_eps, name="eval_eps")
     val_metrics = _robust_curve(objective, eval_eps if eval_eps is not None else eps)
     train_ds, test_ds = zoo.load_splits(data)
     train_ds = _apply_label_noise(noise_spec, train_ds, seed=seed, out_dir=out_dir, resume=resume)

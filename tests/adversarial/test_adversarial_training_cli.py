@@ -58,6 +58,7 @@ def test_gaussian_augment_is_reachable_with_an_eval_eps_curve(tmp_path, capsys):
     (["--method", "ce", "--eps", "0.1"], "'--eps' option"),
     (["--method", "ce", "--sam-rho", "-1"], "'--sam-rho' option"),
     (["--method", "gce", "--method-param", "qq=0.7"], "'--method-param' option"),
+    (["--method", "ce", "--eval-eps", "-1"], "'--eval-eps' option"),
     (["--method", "trades", "--eps", "0.1", "--init", "/nonexistent/model"], "'--init' option"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, flag):

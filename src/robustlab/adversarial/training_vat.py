@@ -80,6 +80,8 @@ class VirtualAdversarialTraining(BaseObjective):
     """
 
     name = "vat"
+    #: The threat model's norm (read by ``robustlab train`` for the robust-accuracy curve).
+    norm = "l2"
 
     def __init__(self, *, eps: float, xi: float = VAT_XI, num_power_iterations: int = VAT_POWER_ITERATIONS,
                  alpha: float = VAT_ALPHA, unlabeled: Any = None) -> None:
