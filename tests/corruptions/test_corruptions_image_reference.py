@@ -261,9 +261,9 @@ def _smooth_u8(seed: int, size: int = 48) -> np.ndarray:
     return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_spatter_opencv_steps_match_opencv(seed: int) -> None:
-    liquid = _smooth_u8(seed)
+@pytest.mark.parametrize("seed,size", [(0, 48), (1, 48), (2, 48), (3, 48), (4, 160)])
+def test_spatter_opencv_steps_match_opencv(seed: int, size: int) -> None:
+    liquid = _smooth_u8(seed, size)
     t = torch.from_numpy(liquid).double()[None, None]
     edges = _spatter.canny(t, 50, 150)[0, 0].numpy()
     want_edges = cv2.Canny(liquid, 50, 150) > 0
@@ -301,6 +301,19 @@ def test_gaussian_blur_matches_scipy_in_every_border_mode(sigma: float, mode: st
     got = _ops.gaussian_blur(x, sigma, mode=mode)[0].permute(1, 2, 0).numpy()
     want = ndi.gaussian_filter(img, (sigma, sigma, 0), mode=mode, truncate=4.0)
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_chunked_plane_ops_equal_per_image_results() -> None:
+    # a float64 batch above CHUNK_BYTES: blurs (banded and dense) and the FFT correlation run
+    # over chunks of planes and must give what each image gives on its own
+    x = torch.rand(6, 3, 96, 100, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert x.numel() * x.element_size() > _ops.CHUNK_BYTES
+    k = torch.rand(9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ops = (lambda t: _ops.gaussian_blur(t, 1.2, mode="mirror"), lambda t: _ops.gaussian_blur(t, 3.0),
+           lambda t: _ops.correlate2d(t, k, "mirror"))
+    for op in ops:
+        each = torch.cat([op(x[i : i + 1]) for i in range(x.shape[0])])
+        torch.testing.assert_close(op(x), each, rtol=0, atol=1e-12)
 
 
 def test_correlate2d_fft_path_equals_direct(monkeypatch: pytest.MonkeyPatch) -> None:
