@@ -265,6 +265,7 @@ class _SquareRun:
         self.rows = torch.arange(self.h, device=dev)
         self.cols = torch.arange(self.w, device=dev)
         self._eta_cache: dict[int, torch.Tensor] = {}
+        self._window_tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- random draws: always shaped by the whole run (see the module notes) -----------------
     def _signs(self, shape: tuple[int, ...]) -> torch.Tensor:
@@ -295,29 +296,64 @@ class _SquareRun:
     def search(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
         x_best = self._start()
         loss_best, done, pred = self._query(x_best, None)
-        # The examples still searching are kept compacted (act, and their x, x_best, loss, pred)
-        # and only shrunk on iterations where one of them is fooled.
+        # The examples still searching are kept compacted (act, and their x, x_best, loss, pred,
+        # query indices, labels and, for Linf, the two corners lo/hi of each coordinate's
+        # interval) and only shrunk on iterations where one of them is fooled. While no example
+        # has left (``full``), the per-iteration draws need no indexing.
         act = (~done).nonzero().squeeze(1)
+        linf = self.norm == "linf"
         xa, xba, la, pa = self.x[act], x_best[act], loss_best[act], pred[act]
+        ia, ya = self.index[act], self.y[act]
+        ta = None if self.t is None else self.t[act]
+        lo = hi = xa
+        if linf:  # x_best + 2 eps * sign projected onto the eps cube is x + eps * sign (fra31 l. 259-266)
+            lo, hi = (xa - self.eps).clamp(0.0, 1.0), (xa + self.eps).clamp(0.0, 1.0)
+        full = act.numel() == self.m
         its = 0
+        sides: dict[float, int] = {}
         # the clean pass and the start used 2 of the budget
         for i in range(self.max_queries - 2):
             if act.numel() == 0:
                 break
             p = p_selection(self.p_init, i, self.max_queries)
-            x_new = self._candidate(xa, xba, act, self._candidate_draws(p))
-            value, fooled, pred_new = self._query(x_new, act)
+            if linf:
+                s = sides.get(p)
+                if s is None:
+                    s = sides[p] = self._side(p)
+                r, c = self._positions(s)
+                up = rand((self.m, self.c), self.generator, self.x) >= 0.5  # the sign is +1
+                if not full:
+                    r, c, up = r[act], c[act], up[act]
+                rows, cols = self._in_window(s)
+                mask = rows[r][:, None, :, None] & cols[c][:, None, None, :]
+                x_new = torch.where(mask, torch.where(up[:, :, None, None], hi, lo), xba)
+            else:
+                x_new = self._candidate(xa, xba, act, self._candidate_draws(p))
+            logits = self.view(x_new, ia)
+            value, fooled = _loss_and_done(logits, ya, ta, self.loss)
             better = (value < la) | fooled
             xba = torch.where(better[:, None, None, None], x_new, xba)
             la = torch.where(better, value, la)
-            pa = torch.where(better, pred_new, pa)
+            pa = torch.where(better, logits.argmax(dim=1), pa)
             its = i + 1
             if bool(fooled.any()):
                 x_best[act], loss_best[act], pred[act], done[act] = xba, la, pa, fooled
                 keep = ~fooled
                 act, xa, xba, la, pa = act[keep], xa[keep], xba[keep], la[keep], pa[keep]
+                ia, ya, lo, hi = ia[keep], ya[keep], lo[keep], hi[keep]
+                ta = None if ta is None else ta[keep]
+                full = False
         x_best[act], loss_best[act], pred[act] = xba, la, pa
         return x_best, loss_best, pred, done, its
+
+    def _in_window(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables ``rows[r, i] = r <= i < r + s`` (H, H) and ``cols[c, j]`` (W, W) for side ``s``."""
+        if s not in self._window_tables:
+            def table(k: torch.Tensor) -> torch.Tensor:
+                d = k[None, :] - k[:, None]
+                return (d >= 0) & (d < s)
+            self._window_tables[s] = (table(self.rows), table(self.cols))
+        return self._window_tables[s]
 
     # -- starting points -----------------------------------------------------------------------
     def _start(self) -> torch.Tensor:
