@@ -439,7 +439,7 @@ def glass_sources(n: int, h: int, w: int, delta: int, generator: torch.Generator
     # int32 draws: the same values as int64 ones from the same generator, half the memory
     off = randint(-delta, delta, (n, 2, h, w), generator, device, torch.int32)  # (dx, dy) per pixel
     # a visited pixel's partner q = p + dy W + dx stays inside the image (|d| <= delta)
-    step = torch.addcmul(off[:, 0], off[:, 1], torch.tensor(w, dtype=torch.int32, device=device))
+    step = off[:, 1].mul(w).add_(off[:, 0])
     step.masked_fill_(~visited, 0)
     # q was visited before p  <=>  q is visited and comes later in raster order (visits go backwards)
     cand = (step > 0).reshape(-1).nonzero().squeeze(1)
