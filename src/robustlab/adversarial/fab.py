@@ -114,9 +114,9 @@ def box_hyperplane_step(t: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm:
     of FAB-T on small models (CPU sorts of short rows are slow), the rounds above need none.
     """
     v = w * r.sign()[:, None]
-    v = torch.where(v.abs() > FAB_ZERO_WEIGHT, v, torch.zeros_like(v))
+    v = torch.where(v.abs() > FAB_ZERO_WEIGHT, v, 0.0)
     need = r.abs()
-    room = torch.where(v > 0, 1 - t, t).clamp_min(0)
+    room = torch.where(v > 0, 1 - t, t).clamp_min_(0)
     a, s = v.abs(), v.sign()
     d = t.shape[1]
     tiny = torch.finfo(t.dtype).tiny
@@ -133,9 +133,9 @@ def box_hyperplane_step(t: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm:
         steps = torch.where((pos == kk) & (k[:, None] < d), part, steps)
         return s * torch.zeros_like(steps).scatter(1, order, steps)
     if norm == "linf":
-        key, rate, factor = room, a, torch.ones_like(a)
+        key, rate, factor = room, a, None
     else:  # l2
-        key = torch.where(a > 0, room / a.clamp_min(tiny), torch.zeros_like(a))
+        key = torch.where(a > 0, room / a.clamp_min(tiny), 0.0)
         rate, factor = a * a, a
     cap = a * room
     feasible = cap.sum(dim=1) >= need
@@ -149,10 +149,12 @@ def box_hyperplane_step(t: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm:
         if torch.equal(grown, sat):
             break
         sat = grown
-        free = torch.where(sat, torch.zeros_like(rate), rate).sum(dim=1)
-        done = torch.where(sat, cap, torch.zeros_like(cap)).sum(dim=1)
+        free = torch.where(sat, 0.0, rate).sum(dim=1)
+        done = torch.where(sat, cap, 0.0).sum(dim=1)
         lam = torch.maximum(lam, (need - done) / free.clamp_min(tiny))
-    steps = torch.where(sat, room, torch.minimum(lam[:, None] * factor, room))
+    # Linf: the step is lam itself (factor 1)
+    move = lam[:, None] if factor is None else lam[:, None] * factor
+    steps = torch.where(sat, room, torch.minimum(move, room))
     steps = torch.where(feasible[:, None], steps, room)  # else: the corner
     return s * steps
 
@@ -184,7 +186,6 @@ def _fab_run(
     n = x0.shape[0]
     best_adv = x0.clone()
     best_norm = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
-    x1 = start.clone()
     act = torch.arange(n, device=x0.device)
     if targets is None:
         k = int(view.num_classes or 0)
@@ -192,38 +193,51 @@ def _fab_run(
         classes = grid[grid != labels[:, None]].reshape(n, k - 1)
     else:
         classes = targets[:, None]
+    # The active examples' state is kept compacted (iterate, original, label, classes, query
+    # index, hit target, best norm) and only shrunk when an example leaves (eps mode).
+    xa, x0a, ya, ca, ia = start, x0, labels, classes, index
+    ta = targets if hit_target and targets is not None else None
+    bna = best_norm.clone()
+    single = classes.shape[1] == 1  # FAB-T: the target's hyperplane is the only one
     steps = 0
     for steps in range(1, num_steps + 1):
-        xa, x0a, ya = x1[act], x0[act], labels[act]
-        _, df, dg = logit_difference_grads(view, xa, ya, classes[act], index[act])
+        b = xa.shape[0]
+        _, df, dg = logit_difference_grads(view, xa, ya, ca, ia)
         # the closest linearised hyperplane (Sec. 3.1, the distance in the dual norm)
-        dist = df.abs() / (dg.norm(p=_DUAL[norm], dim=2) + FAB_DIST_EPS)
-        j = dist.argmin(dim=1)
-        rows = torch.arange(act.numel(), device=x0.device)
-        w, c = dg[rows, j], df[rows, j]
+        if single:
+            w, c = dg[:, 0], df[:, 0]
+        else:
+            dist = df.abs() / (dg.norm(p=_DUAL[norm], dim=2) + FAB_DIST_EPS)
+            j = dist.argmin(dim=1)
+            rows = torch.arange(b, device=x0.device)
+            w, c = dg[rows, j], df[rows, j]
         xaf, x0af = flat(xa), flat(x0a)
         # hyperplane f_j - f_y = 0 linearised at xa: c + <w, z - xa> = 0
         r1, r0 = -c, -(c + (w * (x0af - xaf)).sum(dim=1))
         d = box_hyperplane_step(torch.cat((xaf, x0af)), torch.cat((w, w)), torch.cat((r1, r0)), norm)
-        d1, d0 = d[: act.numel()], d[act.numel():]
+        d1, d0 = d[:b], d[b:]
         a1 = perturbation_norms(d1, norm).clamp_min(FAB_NORM_FLOOR)
         a0 = perturbation_norms(d0, norm).clamp_min(FAB_NORM_FLOOR)
         alpha = (a1 / (a1 + a0)).clamp(0, alpha_max)[:, None]  # Eq. 11
         xn = ((1 - alpha) * (xaf + eta * d1) + alpha * (x0af + eta * d0)).clamp(0, 1).reshape(xa.shape)
         with torch.no_grad():
-            pred = view(xn, index[act]).argmax(dim=1)
-        adv = pred == targets[act] if hit_target and targets is not None else pred != ya
+            pred = view(xn, ia).argmax(dim=1)
+        adv = pred == ta if ta is not None else pred != ya
         dist_adv = perturbation_norms(xn - x0a, norm)
-        better = adv & (dist_adv < best_norm[act])
-        best_norm[act[better]] = dist_adv[better]
-        best_adv[act[better]] = xn[better]
+        better = adv & (dist_adv < bna)
+        if bool(better.any()):
+            best_norm[act[better]] = dist_adv[better]
+            best_adv[act[better]] = xn[better]
+            bna = torch.where(better, dist_adv, bna)
         # backward step toward the original once adversarial (Sec. 3.2, beta)
-        xn = torch.where(adv.reshape((-1,) + (1,) * (xn.ndim - 1)), x0a + beta * (xn - x0a), xn)
-        x1[act] = xn
+        xa = torch.where(adv.reshape((-1,) + (1,) * (xn.ndim - 1)), x0a + beta * (xn - x0a), xn)
         if eps is not None:
-            act = act[best_norm[act] > eps]
-            if act.numel() == 0:
-                break
+            keep = bna > eps
+            if not bool(keep.all()):
+                act, xa, x0a, ya, ca, ia, bna = (t[keep] for t in (act, xa, x0a, ya, ca, ia, bna))
+                ta = None if ta is None else ta[keep]
+                if act.numel() == 0:
+                    break
     return best_adv, best_norm, steps
 
 
