@@ -10,7 +10,7 @@ from attack_battery import AttackCase
 
 from robustlab.adversarial import ATTACKS
 from robustlab.adversarial._core import margin
-from robustlab.adversarial.square import Square, _eta, p_selection, square
+from robustlab.adversarial.square import Square, _eta, _SquareRun, p_selection, square
 from robustlab.errors import InvalidParameterError, RobustlabError, ShapeError
 
 CASES = [
@@ -110,6 +110,28 @@ def test_restarts_only_rerun_unbroken_and_respect_budget(digits_mlp, attack_batc
     assert int(three.queries.max()) <= 1 + 3 * 39
     assert three.success_rate >= one.success_rate
     assert bool((three.queries[~three.success] == 1 + 3 * 39).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linf_fast_candidate_equals_window_construction(dtype):
+    """The Linf loop's window tables and precomputed corners give bit-for-bit the candidate of the
+    direct construction (window masks from positions, ``clip(x + eps * sign)`` inside)."""
+    g = _gen(4)
+    x = torch.rand(6, 2, 5, 7, generator=g, dtype=dtype)
+    run = _SquareRun(None, x, torch.zeros(6, dtype=torch.long), None, torch.arange(6), eps=0.3,
+                     norm="linf", loss="margin", p_init=0.8, max_queries=10, generator=g, windows="paper")
+    x_best = (x + 0.3 * torch.rand(x.shape, generator=g, dtype=dtype).sign()).clamp(0, 1)
+    lo, hi = (x - 0.3).clamp(0.0, 1.0), (x + 0.3).clamp(0.0, 1.0)
+    act = torch.arange(6)
+    for s in range(1, 6):
+        r, c, signs = torch.randint(0, 5 - s + 1, (6,), generator=g), torch.randint(0, 7 - s + 1, (6,), generator=g), \
+            torch.where(torch.rand(6, 2, generator=g) < 0.5, -1.0, 1.0).to(dtype)
+        expected = run._candidate(x, x_best, act, (s, r, c, signs))
+        rows, cols = run._in_window(s)
+        mask = rows[r][:, None, :, None] & cols[c][:, None, None, :]
+        fast = torch.where(mask, torch.where((signs > 0)[:, :, None, None], hi, lo), x_best)
+        assert torch.equal(fast, expected)
+        assert int(mask.sum()) == 6 * s * s
 
 
 def test_p_schedule_and_eta_pattern():
