@@ -348,43 +348,15 @@ def _parse_label_noise(text: str | None) -> Any:
 
 
 def _apply_label_noise(spec: Any, train_ds: Any, *, seed: int, out_dir: Path, resume: bool) -> Any:
-    """Noise the training split only (seeded from --seed) and save noise.npz in the run folder.
-
-    On --resume the noise is regenerated (same seed, same labels) and checked against the saved
-    file, so a resumed run cannot silently train on different labels.
-    """
-    import numpy as np
-    import torch
-
+    """Noise the training split (seeded from --seed); noise.npz in the run folder, checked on --resume."""
     from robustlab._constants import NOISE_FILENAME
-    from robustlab._io import atomic_path
-    from robustlab.errors import InvalidParameterError
-    from robustlab.label_noise import apply_noise_spec
+    from robustlab.label_noise.noise_file import noisy_training_split
 
-    path = out_dir / NOISE_FILENAME
-    if spec is None:
-        if resume and path.exists():
-            raise InvalidParameterError(f"The '--label-noise' option must be given as in the original "
-                                        f"run when resuming: '{path}' holds its noisy labels.")
-        return train_ds
-    noisy_ds, noisy = apply_noise_spec(spec, train_ds, generator=torch.Generator().manual_seed(seed))
-    arrays = {
-        "noisy_labels": noisy.labels.cpu().numpy(), "clean_labels": train_ds.labels.numpy(),
-        "noise_mask": noisy.noise_mask.cpu().numpy(), "kind": np.array(noisy.kind),
-        "spec": np.array(str(spec)), "seed": np.array(seed), "realised_rate": np.array(noisy.realised_rate),
-    }
-    if noisy.transition is not None:
-        arrays["transition"] = noisy.transition.cpu().numpy()
-    if resume and path.exists():
-        with np.load(path, allow_pickle=False) as saved:
-            if "noisy_labels" not in saved.files or not np.array_equal(saved["noisy_labels"],
-                                                                       arrays["noisy_labels"]):
-                raise InvalidParameterError(f"The 'label_noise' parameter must reproduce the noisy labels "
-                                            f"saved in '{path}' when resuming (same spec and --seed).")
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    _console().print(f"label noise {spec} on the training split: {noisy.num_flipped} of {len(train_ds)} "
-                     f"labels changed (realised rate {noisy.realised_rate:.4f}); saved to {path}")
+    noisy_ds, noisy = noisy_training_split(spec, train_ds, seed=seed, run_dir=out_dir, resume=resume)
+    if noisy is not None:
+        _console().print(f"label noise {spec} on the training split: {noisy.num_flipped} of {len(train_ds)} "
+                         f"labels changed (realised rate {noisy.realised_rate:.4f}); saved to "
+                         f"{out_dir / NOISE_FILENAME}")
     return noisy_ds
 
 
@@ -598,7 +570,7 @@ def _one_line(text: str) -> str:
 #: Library argument names that a CLI flag feeds under another name.
 _FLAG_FOR_ARGUMENT = {
     "name_or_path": "--data", "root": "--data", "out_dir": "--out", "run_dir": "--out", "probe": "--probes",
-    "grad_clip_norm": "--grad-clip",
+    "grad_clip_norm": "--grad-clip", "label_noise": "--label-noise",
 }
 
 
