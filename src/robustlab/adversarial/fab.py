@@ -216,10 +216,12 @@ def _fab_run(
         r1, r0 = -c, -(c + (w * (x0af - xaf)).sum(dim=1))
         d = box_hyperplane_step(torch.cat((xaf, x0af)), torch.cat((w, w)), torch.cat((r1, r0)), norm)
         d1, d0 = d[:b], d[b:]
-        a1 = perturbation_norms(d1, norm).clamp_min(FAB_NORM_FLOOR)
-        a0 = perturbation_norms(d0, norm).clamp_min(FAB_NORM_FLOOR)
-        alpha = (a1 / (a1 + a0)).clamp(0, alpha_max)[:, None]  # Eq. 11
-        xn = ((1 - alpha) * (xaf + eta * d1) + alpha * (x0af + eta * d0)).clamp(0, 1).reshape(xa.shape)
+        a = perturbation_norms(d, norm).clamp_min_(FAB_NORM_FLOOR)
+        a1, a0 = a[:b], a[b:]
+        alpha = (a1 / (a1 + a0)).clamp_(0, alpha_max)[:, None]  # Eq. 11
+        # (1 - alpha)(x + eta d1) + alpha (x0 + eta d0), clipped to the box
+        xn = (d1 * eta).add_(xaf).mul_(1 - alpha).add_((d0 * eta).add_(x0af).mul_(alpha))
+        xn = xn.clamp_(0, 1).reshape(xa.shape)
         with torch.no_grad():
             pred = view(xn, ia).argmax(dim=1)
         adv = pred == ta if ta is not None else pred != ya

@@ -207,14 +207,14 @@ class Square(Attack):
 
 # --------------------------------------------------------------------------- implementation
 def _loss_and_done(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
-                   loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss to minimise, fooled?) per example."""
+                   loss: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to minimise, fooled?, prediction) per example."""
     pred = logits.argmax(dim=1)
     if targets is None:
         value = margin(logits, labels) if loss == "margin" else -ce_loss(logits, labels)
-        return value, pred != labels
+        return value, pred != labels, pred
     value = -margin(logits, targets) if loss == "margin" else ce_loss(logits, targets)
-    return value, pred == targets
+    return value, pred == targets, pred
 
 
 def _square_impl(model: Any, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
@@ -290,8 +290,7 @@ class _SquareRun:
         logits = self.view(x_new, index)
         y = self.y if act is None else self.y[act]
         t = None if self.t is None else (self.t if act is None else self.t[act])
-        value, fooled = _loss_and_done(logits, y, t, self.loss)
-        return value, fooled, logits.argmax(dim=1)
+        return _loss_and_done(logits, y, t, self.loss)
 
     def search(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
         x_best = self._start()
@@ -330,11 +329,11 @@ class _SquareRun:
             else:
                 x_new = self._candidate(xa, xba, act, self._candidate_draws(p))
             logits = self.view(x_new, ia)
-            value, fooled = _loss_and_done(logits, ya, ta, self.loss)
+            value, fooled, pred_new = _loss_and_done(logits, ya, ta, self.loss)
             better = (value < la) | fooled
             xba = torch.where(better[:, None, None, None], x_new, xba)
             la = torch.where(better, value, la)
-            pa = torch.where(better, logits.argmax(dim=1), pa)
+            pa = torch.where(better, pred_new, pa)
             its = i + 1
             if bool(fooled.any()):
                 x_best[act], loss_best[act], pred[act], done[act] = xba, la, pa, fooled
