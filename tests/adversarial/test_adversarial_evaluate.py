@@ -293,3 +293,19 @@ def test_bad_data_one_line_errors(digits_cnn, attack_batch):
         evaluate(digits_cnn, x * 255, y, eps=EPS, generator=_gen())
     with pytest.raises(InvalidParameterError, match="'inputs'"):
         evaluate(digits_cnn, x[:0], y[:0], eps=EPS, generator=_gen())
+
+
+def test_standard_suite_on_tabular_inputs_runs_without_square():
+    """Square needs images; on (N, D) inputs the suite warns and runs the other attacks."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 6, generator=g)
+    model = torch.nn.Linear(6, 3)
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.zero_()
+    x = torch.rand(20, 6, generator=g)
+    y = model(x).argmax(1).detach()
+    with pytest.warns(UserWarning, match="without Square"):
+        res = evaluate(model, x, y, eps=0.05, norm="linf", suite="standard", generator=torch.Generator().manual_seed(1))
+    assert [s.name for s in res.attack_stats] == ["apgd-ce", "apgd-t", "fab-t"]
+    assert 0.0 <= res.robust_accuracy <= res.clean_accuracy

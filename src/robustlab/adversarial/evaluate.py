@@ -511,6 +511,11 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
                           UserWarning, stacklevel=3)
 
     attacks = custom if custom is not None else _suite_attacks(suite, eps, norm, num_classes)
+    if custom is None and inputs.ndim != 4 and any(name == "square" for name, _ in attacks):
+        # Square perturbs square windows of an image (N, C, H, W); it has no meaning for other inputs.
+        attacks = tuple((name, a) for name, a in attacks if name != "square")
+        warnings.warn(f"The '{suite}' suite runs without Square: its square windows need images "
+                      f"(N, C, H, W), the inputs have shape {tuple(inputs.shape)}.", UserWarning, stacklevel=3)
     seeds = _attack_seeds(generator, len(attacks))
 
     robust = clean_correct.clone()
