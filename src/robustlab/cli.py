@@ -16,7 +16,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from robustlab import __version__
-from robustlab._constants import DEFAULT_SEED
+from robustlab._constants import (
+    ADV_EVAL_BATCH_SIZE,
+    AUDIT_CLI_EPOCHS,
+    AUDIT_CLI_FOLDS,
+    AUDIT_TOP_SUSPECTS,
+    DEFAULT_SEED,
+)
 
 app = typer.Typer(
     name="robustlab",
@@ -468,7 +474,6 @@ def _parse_severities(text: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- audit
-from robustlab._constants import AUDIT_CLI_EPOCHS, AUDIT_CLI_FOLDS, AUDIT_TOP_SUSPECTS
 
 
 @app.command(epilog="Example: robustlab audit --data digits --folds 5 --epochs 10 --out runs/audit-digits")
@@ -588,7 +593,6 @@ def _as_cli_message(message: str, args: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------- attack
-from robustlab._constants import ADV_EVAL_BATCH_SIZE
 
 
 @app.command(epilog="Example: robustlab attack --model small-cnn --data digits --eps 8/255 --norm linf "
