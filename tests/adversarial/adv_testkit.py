@@ -52,3 +52,25 @@ def linear_min_norms(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,
         dist = torch.where(labels == j, torch.full_like(dist, float("inf")), dist)
         best = torch.minimum(best, dist)
     return best
+
+
+class SoftmaxOutputs(nn.Module):
+    """Wraps a model so it returns probabilities (the gradient-masking case attacks must warn about)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).softmax(dim=1)
+
+
+class NoisyInputs(nn.Module):
+    """A randomised defense: Gaussian input noise drawn from the model's own generator."""
+
+    def __init__(self, inner: nn.Module, sigma: float = 0.3) -> None:
+        super().__init__()
+        self.inner, self.sigma, self.g = inner, sigma, torch.Generator().manual_seed(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x + self.sigma * torch.randn(x.shape, generator=self.g))

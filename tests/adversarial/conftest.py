@@ -88,3 +88,12 @@ def linear_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tenso
     model = linear_model(w, b)
     labels = model(x).argmax(dim=1)
     return model, x, labels, w, b
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is faster, and never oversubscribes a shared 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from adv_testkit import NoisyInputs, SoftmaxOutputs
 from robustlab.adversarial import Attack, AttackResult, perturbation_norms
 from robustlab.adversarial.evaluate import (
     SUITES,
@@ -208,36 +209,16 @@ def test_model_state_restored_and_inputs_untouched(digits_mlp, attack_batch):
     assert torch.equal(x, x0)
 
 
-class _Softmax(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x).softmax(dim=1)
-
-
-class _Noisy(nn.Module):
-    """Randomised defense: Gaussian input noise drawn from the model's own generator."""
-
-    def __init__(self, inner: nn.Module, sigma: float = 0.3) -> None:
-        super().__init__()
-        self.inner, self.sigma, self.g = inner, sigma, torch.Generator().manual_seed(0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x + self.sigma * torch.randn(x.shape, generator=self.g))
-
-
 def test_probability_outputs_warn(digits_cnn, attack_batch):
     x, y = attack_batch
     with pytest.warns(UserWarning, match="probabilities"):
-        evaluate(_Softmax(digits_cnn), x, y, eps=EPS, generator=_gen(), attacks=[("id", _identity)])
+        evaluate(SoftmaxOutputs(digits_cnn), x, y, eps=EPS, generator=_gen(), attacks=[("id", _identity)])
 
 
 def test_randomised_model_warns_instead_of_failing_the_final_check(digits_cnn, attack_batch):
     x, y = attack_batch
     with pytest.warns(UserWarning, match="randomised"):
-        res = evaluate(_Noisy(digits_cnn), x, y, eps=EPS, generator=_gen(),
+        res = evaluate(NoisyInputs(digits_cnn), x, y, eps=EPS, generator=_gen(),
                        attacks=[("pgd", _fgsm_like(EPS))])
     assert not bool((res.robust & ~res.clean_correct).any())
 
@@ -247,7 +228,7 @@ def test_rand_suite_on_a_randomised_model(digits_cnn, attack_batch):
     final check on a randomised model warns (robust accuracy holds per draw) instead of failing."""
     x, y = attack_batch[0][:8], attack_batch[1][:8]
     with pytest.warns(UserWarning) as record:
-        res = evaluate(_Noisy(digits_cnn), x, y, eps=EPS, suite="rand", generator=_gen())
+        res = evaluate(NoisyInputs(digits_cnn), x, y, eps=EPS, suite="rand", generator=_gen())
     messages = [str(w.message) for w in record]
     assert not any("suite='rand' (APGD with Expectation" in m for m in messages)
     assert [s.name for s in res.attack_stats] == ["apgd-ce", "apgd-dlr"]
@@ -257,7 +238,7 @@ def test_rand_suite_on_a_randomised_model(digits_cnn, attack_batch):
 def test_non_rand_suite_hints_at_rand_for_a_randomised_model(digits_cnn, attack_batch):
     x, y = attack_batch
     with pytest.warns(UserWarning, match="suite='rand'"):
-        evaluate(_Noisy(digits_cnn), x, y, eps=EPS, generator=_gen(), attacks=[("id", _identity)])
+        evaluate(NoisyInputs(digits_cnn), x, y, eps=EPS, generator=_gen(), attacks=[("id", _identity)])
 
 
 # --------------------------------------------------------------------------- validation

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from adv_testkit import NoisyInputs, SoftmaxOutputs
 from robustlab.adversarial.masking import (
     MASKING_CHECKS,
     MaskingReport,
@@ -44,26 +45,6 @@ class _SaturatedLogSoftmax(nn.Module):
         return torch.log(torch.softmax(self.temperature * self.inner(x), dim=1))
 
 
-class _Softmax(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x).softmax(dim=1)
-
-
-class _Noisy(nn.Module):
-    """Randomised defense: Gaussian input noise from the model's own generator."""
-
-    def __init__(self, inner: nn.Module, sigma: float = 0.3) -> None:
-        super().__init__()
-        self.inner, self.sigma, self.g = inner, sigma, torch.Generator().manual_seed(0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x + self.sigma * torch.randn(x.shape, generator=self.g))
-
-
 def test_clean_model_passes(digits_cnn, attack_batch):
     x, y = attack_batch
     report = check_gradient_masking(digits_cnn, x, y, eps=EPS, norm="linf", generator=_gen(0),
@@ -95,7 +76,7 @@ def test_saturated_log_softmax_warns_zero_gradients(digits_cnn, attack_batch):
 
 def test_probability_outputs_warn(digits_cnn, attack_batch):
     x, y = attack_batch
-    report = check_gradient_masking(_Softmax(digits_cnn), x, y, eps=EPS, generator=_gen(),
+    report = check_gradient_masking(SoftmaxOutputs(digits_cnn), x, y, eps=EPS, generator=_gen(),
                                     checks=["probability_outputs", "randomness"], **FAST)
     assert report["probability_outputs"].status == "warn"
     assert report["randomness"].status == "pass"
@@ -103,7 +84,7 @@ def test_probability_outputs_warn(digits_cnn, attack_batch):
 
 def test_randomised_model_warns(digits_cnn, attack_batch):
     x, y = attack_batch
-    report = check_gradient_masking(_Noisy(digits_cnn), x, y, eps=EPS, generator=_gen(),
+    report = check_gradient_masking(NoisyInputs(digits_cnn), x, y, eps=EPS, generator=_gen(),
                                     checks=["randomness", "zero_gradients", "restarts"], **FAST)
     assert report["randomness"].status == "warn"
     assert report["zero_gradients"].status == "pass"

@@ -35,15 +35,6 @@ EPS = 0.1
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and never oversubscribes a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mlp(seed: int = 0, *, bn: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Flatten(), nn.Linear(64, 32)]
