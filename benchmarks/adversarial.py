@@ -298,6 +298,11 @@ def _markdown(results, models, *, n, quick, load, started, at_how, train_seconds
             "one after the other on the same model, so ratios are less affected." if load[0] > CORES * 0.75
             else ".")),
         "",
+        *([(f"NOT the requested {CORES} threads: on the shared machine where this ran, 2-thread OpenMP "
+            "regions spent most of their time waiting for the second thread (a 10-example forward+backward "
+            "of the small CNN took ~1 s on 2 threads vs 5 ms on 1), which swamped every tool's time; 1 "
+            "thread gives comparable numbers there. Re-run with `--threads 2` on an idle machine."), ""]
+          if threads != CORES else []),
         (f"Data: the first {n} images of the fixed digits test split (8x8 grey, values in [0, 1]). Threat "
          f"model: Linf, eps = {EPS}. PGD-10: random start, step {PGD_STEP_SIZE:.4g} (2.5 eps / 10) in every "
          "tool. Models: the zoo's small-cnn recipe trained with cross entropy (\"natural\"), and the same "
