@@ -425,9 +425,13 @@ MASKING_MONOTONE_TOL = 0.02
 MASKING_UNBOUNDED_MAX_ACC = 0.01
 
 #: Fraction of all examples that Square (black-box) breaks but APGD (white-box) does not above
-#: which the black-box check warns; fra31 uses 0.2 percentage points (checks.py
-#: ``check_square_sr``, ``alpha=.002``): a gradient attack should dominate a query attack.
-MASKING_BLACKBOX_EXCESS = 0.002
+#: which the black-box check warns: a gradient attack should dominate a query attack. fra31 warns
+#: at 0.2 percentage points (checks.py ``check_square_sr``, ``alpha=.002``), but after its whole
+#: white-box set (APGD-CE, APGD-T, FAB-T); this check compares with two APGD-CE runs only, which
+#: on an undefended model can miss an example or two that Square finds, so it warns at 1% and
+#: never for fewer than MASKING_BLACKBOX_MIN_EXAMPLES examples.
+MASKING_BLACKBOX_EXCESS = 0.01
+MASKING_BLACKBOX_MIN_EXAMPLES = 2
 
 #: Fraction of the attacked examples on which two APGD runs with different seeds disagree (one
 #: breaks, the other does not) above which the restart check warns. On an undefended or

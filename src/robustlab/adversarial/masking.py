@@ -28,6 +28,7 @@ from robustlab._constants import (
     AUTOATTACK_RHO,
     AUTOATTACK_SQUARE_P_INIT,
     MASKING_BLACKBOX_EXCESS,
+    MASKING_BLACKBOX_MIN_EXAMPLES,
     MASKING_MONOTONE_TOL,
     MASKING_RANDOM_PASSES,
     MASKING_RESTART_DISAGREEMENT,
@@ -284,9 +285,10 @@ def _masking_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, eps: f
                               generator=generator, attacks=[("square", square)])
                 excess = int((first.robust & second.robust & ~sq.robust).sum())
                 out["black_box"] = _check(
-                    "black_box", excess / n > MASKING_BLACKBOX_EXCESS,
+                    "black_box", excess / n > MASKING_BLACKBOX_EXCESS and excess >= MASKING_BLACKBOX_MIN_EXAMPLES,
                     f"Square breaks {excess} of {n} example(s) that two APGD-CE runs do not "
-                    f"(threshold {MASKING_BLACKBOX_EXCESS:.1%} of the examples)", excess / n)
+                    f"(warns above {MASKING_BLACKBOX_EXCESS:.0%} of the examples and at least "
+                    f"{MASKING_BLACKBOX_MIN_EXAMPLES})", excess / n)
             if "restarts" in wanted:
                 attacked = int(clean_correct.sum())
                 disagree = int((first.robust != second.robust).sum())
