@@ -694,3 +694,14 @@ VAL_ROBUST_NUM_STEPS = 10
 #: AutoAttack's APGD-L1 ``use_largereps`` schedule (autopgd_base.py:486-490): radii 3, 2, 1 x eps
 #: for ceil(0.3 N), ceil(0.3 N) and the remaining iterations.
 APGD_LARGEREPS_FRACTION = 0.3
+
+# --- certified: randomized smoothing (robustlab.certified.smoothing) ------------------------------
+#: Cohen et al. (ICML 2019) defaults, locuslab/smoothing code/certify.py and predict.py argument
+#: defaults: n0 = 100 selection samples, n = 100,000 estimation samples, alpha = 0.001,
+#: 1,000 noisy copies per forward pass ("--batch").
+SMOOTHING_N0 = 100
+SMOOTHING_N = 100_000
+SMOOTHING_ALPHA = 1e-3
+SMOOTHING_BATCH_SIZE = 1000
+#: Class index meaning "abstain" in smoothed predictions (locuslab core.py Smooth.ABSTAIN = -1).
+SMOOTHING_ABSTAIN = -1

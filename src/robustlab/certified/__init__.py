@@ -1,0 +1,29 @@
+"""Certification: prove robustness (bound propagation, randomized smoothing) and train for it."""
+
+__all__: list[str] = []
+
+# --- certified.smoothing (randomized smoothing) -------------------------------------------------
+from robustlab.certified.smoothing import (  # noqa: E402
+    ABSTAIN,
+    Certificate,
+    Smooth,
+    average_certified_radius,
+    certified_accuracy_curve,
+    certify,
+    clopper_pearson_lower,
+    predict,
+    sample_counts,
+)
+
+__all__ += [
+    "ABSTAIN",
+    "Certificate",
+    "Smooth",
+    "average_certified_radius",
+    "certified_accuracy_curve",
+    "certify",
+    "clopper_pearson_lower",
+    "predict",
+    "sample_counts",
+]
+# --- end certified.smoothing --------------------------------------------------------------------
