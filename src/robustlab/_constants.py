@@ -695,6 +695,21 @@ VAL_ROBUST_NUM_STEPS = 10
 #: for ceil(0.3 N), ceil(0.3 N) and the remaining iterations.
 APGD_LARGEREPS_FRACTION = 0.3
 
+# --- calibration: metrics and post-hoc scaling (robustlab.calibration) ----------------------------
+#: Default number of bins for ECE / MCE / reliability diagrams (Guo et al. 2017, Sec. 2 and
+#: Table 1, use M = 15 equal-width bins).
+CALIBRATION_N_BINS = 15
+#: Probabilities are clipped to at least this before taking the log in the NLL (the float64
+#: machine epsilon, as scikit-learn's ``log_loss`` does), so a zero probability gives a large
+#: finite loss instead of inf.
+NLL_PROB_FLOOR = 2.220446049250313e-16
+#: Temperature scaling searches T in this interval (as 1/T, where the NLL is convex).
+TEMPERATURE_BOUNDS = (1e-2, 1e2)
+#: L-BFGS (scipy.optimize.minimize, method "L-BFGS-B") settings for the post-hoc scalers.
+SCALING_MAX_ITER = 1000
+SCALING_GTOL = 1e-8
+SCALING_FTOL = 1e-12
+
 # --- certified: randomized smoothing (robustlab.certified.smoothing) ------------------------------
 #: Cohen et al. (ICML 2019) defaults, locuslab/smoothing code/certify.py and predict.py argument
 #: defaults: n0 = 100 selection samples, n = 100,000 estimation samples, alpha = 0.001,
@@ -705,3 +720,21 @@ SMOOTHING_ALPHA = 1e-3
 SMOOTHING_BATCH_SIZE = 1000
 #: Class index meaning "abstain" in smoothed predictions (locuslab core.py Smooth.ABSTAIN = -1).
 SMOOTHING_ABSTAIN = -1
+
+# --- detection: OOD / adversarial-input detectors (robustlab.detection) ----
+#: Energy score temperature (Liu et al., NeurIPS 2020, Sec. 3: "we use T = 1 throughout").
+ENERGY_TEMPERATURE = 1.0
+#: kNN detector's k (Sun et al., ICML 2022, Sec. 4.1: k = 50 on CIFAR-10 with the full training set).
+KNN_K = 50
+#: Guard against 0/0 when L2-normalising features (kNN).
+FEATURE_NORM_EPS = 1e-12
+#: Mahalanobis input pre-processing magnitudes searched by Lee et al. (NeurIPS 2018, Sec. 3;
+#: pokaxpoka/deep_Mahalanobis_detector OOD_Generate_Mahalanobis.py ``m_list``).
+MAHALANOBIS_EPS_GRID = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
+#: Default pre-processing magnitude: a member of the grid above (also ODIN's CIFAR value). The paper
+#: tunes it per task on validation data; no single value is prescribed.
+MAHALANOBIS_EPS = 0.0014
+#: Default name of the penultimate-features layer (the input of the model's last ``nn.Linear``).
+PENULTIMATE = "penultimate"
+#: True-positive rate (in-distribution as positives) at which the FPR metric is read.
+DETECTION_TPR = 0.95
