@@ -738,3 +738,11 @@ MAHALANOBIS_EPS = 0.0014
 PENULTIMATE = "penultimate"
 #: True-positive rate (in-distribution as positives) at which the FPR metric is read.
 DETECTION_TPR = 0.95
+
+# --- certified: bounds ----
+#: Threat models and methods of ``robustlab.certified.bounds``.
+CERTIFIED_NORMS = ("linf", "l2")
+CERTIFIED_METHODS = ("ibp", "crown", "crown-ibp")
+#: CROWN's intermediate (identity-specification) backward passes are chunked over neurons so
+#: that one chunk's coefficients hold at most about this many elements (2**24 floats = 64 MiB).
+CERTIFIED_CROWN_CHUNK_ELEMENTS = 2**24

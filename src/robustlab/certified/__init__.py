@@ -1,29 +1,13 @@
-"""Certification: prove robustness (bound propagation, randomized smoothing) and train for it."""
+"""Certified robustness: proofs that no perturbation in a norm ball changes a prediction.
+
+- bound propagation: :func:`bounds` (IBP, CROWN, CROWN-IBP), :func:`margin_spec`,
+  :func:`verified`, :func:`verified_accuracy`
+"""
 
 __all__: list[str] = []
 
-# --- certified.smoothing (randomized smoothing) -------------------------------------------------
-from robustlab.certified.smoothing import (  # noqa: E402
-    ABSTAIN,
-    Certificate,
-    Smooth,
-    average_certified_radius,
-    certified_accuracy_curve,
-    certify,
-    clopper_pearson_lower,
-    predict,
-    sample_counts,
-)
+# --- bounds (bound propagation) ----
+from robustlab.certified.bounds import bounds, margin_spec, verified, verified_accuracy  # noqa: E402
 
-__all__ += [
-    "ABSTAIN",
-    "Certificate",
-    "Smooth",
-    "average_certified_radius",
-    "certified_accuracy_curve",
-    "certify",
-    "clopper_pearson_lower",
-    "predict",
-    "sample_counts",
-]
-# --- end certified.smoothing --------------------------------------------------------------------
+__all__ += ["bounds", "margin_spec", "verified", "verified_accuracy"]
+# --- end bounds ----

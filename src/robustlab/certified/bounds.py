@@ -1,0 +1,449 @@
+r"""Certified output bounds by bound propagation: IBP, CROWN and CROWN-IBP.
+
+For inputs in the threat model ``{x' : ||x' - x|| <= eps} ∩ [0, 1]^d`` these functions return
+lower and upper bounds on the logits (or on ``C @ logits`` for a specification ``C``) that hold
+for *every* point of that set, so ``lower > 0`` on every margin ``z_y - z_j`` proves that no
+perturbation in the set changes the prediction.
+
+- **IBP** (Gowal et al. 2018, "On the effectiveness of interval bound propagation", Sec. 3,
+  Eq. 6): intervals pushed forward layer by layer (centre/radius form for affine layers). With a
+  specification the last linear layer is merged with ``C`` before the interval step (the
+  "elision" of Sec. 3; auto_LiRPA does the same).
+- **CROWN** (Zhang et al. 2018, "Efficient neural network robustness certification with general
+  activation functions", Sec. 3.2, Theorem 3.2): a backward pass of linear coefficients
+  ``A`` of shape ``(N, S, *layer_shape)`` from the specification to the input; each unstable
+  ReLU (``l < 0 < u``) is replaced by its upper chord through ``(l, 0)`` and ``(u, u)`` and the
+  adaptive lower line of slope 1 if ``u > -l`` else 0 (the choice of auto_LiRPA's default
+  ``activation_bound_option='adaptive'``, Verified-Intelligence/auto_LiRPA
+  ``auto_LiRPA/operators/relu.py`` ``_relu_lower_bound_init``: ``upper_k > 0.5``, which is
+  ``u > -l``). Pre-activation bounds of every ReLU are themselves computed by CROWN, layer by
+  layer, with an identity specification (chunked to bound memory).
+- **CROWN-IBP** (Zhang et al. 2020, "Towards stable and efficient training of verifiably robust
+  neural networks", Sec. 3, Eq. 9): IBP pre-activation bounds, one CROWN pass for the output.
+
+LeakyReLU with slope ``a`` in ``[0, 1]`` is convex and relaxed the same way: chord above, line of
+slope 1 or ``a`` below (1 when the chord's slope exceeds 1/2, as auto_LiRPA's adaptive option).
+
+Input set and norms
+-------------------
+``norm="linf"``: the set is the box ``[clip(x - eps, 0, 1), clip(x + eps, 0, 1)]`` exactly;
+IBP starts from it and CROWN concretises the input-layer linear bound ``A x' + b`` on it
+(``A+ lo + A- hi``).
+
+``norm="l2"``: the set ``B_2(x, eps) ∩ [0, 1]^d`` is contained both in the ball and in the box
+``[clip(x - eps, 0, 1), clip(x + eps, 0, 1)]`` (every coordinate moves by at most
+``||delta||_2``). CROWN's input concretisation takes the larger (tighter) of the two sound
+lower bounds: the dual-norm bound ``A x - eps ||A||_2`` over the ball (Zhang et al. 2018,
+Theorem 3.2 with ``q = 2``; auto_LiRPA ``perturbations.py`` ``concretize_matrix``:
+``A.norm(self.dual_norm, -1) * self.eps``) and the box bound. IBP starts from the box; for
+the first Linear/Conv2d layer (reached through Flatten/Normalize/BatchNorm only) the interval is
+also intersected with the exact dual-norm interval ``W x + b ± eps ||row of W||_2`` (as
+auto_LiRPA's ``BoundLinear.interval_propagate`` does for non-Linf perturbations,
+``operators/linear.py``). Both intersections are of sound sets, so the result is sound; it is
+at least as tight as auto_LiRPA, which does not intersect the L2 ball with the box.
+
+All bounds are computed in the dtype of ``x`` (use float64 for the tightest rounding); floating
+point rounding in the affine layers is not accounted for (as in IBP/CROWN papers and auto_LiRPA).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab._checks import as_tensor, check_choice, check_finite, check_labels, check_number, fail
+from robustlab._constants import CERTIFIED_CROWN_CHUNK_ELEMENTS, CERTIFIED_METHODS, CERTIFIED_NORMS
+from robustlab._model_state import eval_mode
+from robustlab.certified._graph import Graph, Op, trace
+from robustlab.errors import InvalidTypeError, ShapeError
+
+__all__ = ["bounds", "margin_spec", "verified", "verified_accuracy"]
+
+Interval = tuple[torch.Tensor, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_common(model: Any, x: Any, eps: Any, norm: Any, method: Any) -> tuple[torch.Tensor, float]:
+    if not isinstance(model, nn.Module):
+        fail("model", "a torch.nn.Module", model, error=InvalidTypeError)
+    x = as_tensor("x", x)
+    if x.ndim < 2:
+        raise ShapeError(f"The 'x' parameter must have shape (N, ...) with at least 2 dims. "
+                         f"Got {tuple(x.shape)} instead.", expected=(2,), got=tuple(x.shape))
+    if not x.is_floating_point():
+        fail("x", "a floating-point tensor", x, error=InvalidTypeError)
+    check_finite("x", x)
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        fail("x", "a tensor with values in [0, 1] (normalisation is a layer inside the model)",
+             f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]", describe_got=False)
+    eps = check_number("eps", eps, low=0.0)
+    check_choice("norm", norm, CERTIFIED_NORMS)
+    check_choice("method", method, CERTIFIED_METHODS)
+    return x, float(eps)
+
+
+def margin_spec(labels: Any, num_classes: int) -> torch.Tensor:
+    """Specification of the margins ``z_y - z_j`` for every ``j != y``.
+
+    Parameters
+    ----------
+    labels : int64 Tensor, shape (N,)
+    num_classes : int, >= 2
+
+    Returns
+    -------
+    Tensor, shape (N, num_classes - 1, num_classes), float32 on the labels' device
+        Row ``s`` has ``+1`` at ``y`` and ``-1`` at the ``s``-th class other than ``y``
+        (classes in increasing order). Cast it to the inputs' dtype if needed (:func:`bounds`
+        does).
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        fail("num_classes", "an int >= 2", num_classes)
+    labels = check_labels("labels", labels, num_classes=num_classes)
+    n = labels.shape[0]
+    eye = torch.eye(num_classes, device=labels.device)
+    others = torch.arange(num_classes, device=labels.device).expand(n, num_classes)
+    others = others[others != labels[:, None]].reshape(n, num_classes - 1)
+    return eye[labels][:, None, :] - eye[others]
+
+
+# ----------------------------------------------------------------------------- public API
+def bounds(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    method: str = "crown",
+    C: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds on the logits (or ``C @ logits``) over the perturbation set.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier on inputs in [0, 1], traceable by ``torch.fx``, built from Linear, Conv2d,
+        ReLU, LeakyReLU (slope in [0, 1]), BatchNorm1d/2d (run in eval mode), Flatten,
+        AvgPool2d, AdaptiveAvgPool2d, robustlab's ``Normalize``, Identity/Dropout and additions
+        (residual connections). Its state is never changed.
+    x : Tensor, shape (N, ...)
+        Clean inputs in [0, 1]; the bounds follow its device and dtype.
+    eps : float, >= 0
+        Radius of the ``norm`` ball (the set is the ball intersected with [0, 1]^d).
+    norm : {"linf", "l2"}
+    method : {"ibp", "crown", "crown-ibp"}
+        See the module docstring.
+    C : Tensor, shape (N, S, K), optional
+        Specification: the bounds are on ``C @ logits`` (e.g. :func:`margin_spec`).
+
+    Returns
+    -------
+    lower, upper : Tensor, shape (N, K), or (N, S) when ``C`` is given
+    """
+    x, eps = _check_common(model, x, eps, norm, method)
+    if C is not None:
+        C = as_tensor("C", C)
+        if C.ndim != 3 or C.shape[0] != x.shape[0]:
+            raise ShapeError(f"The 'C' parameter must have shape (N, S, K) with N = {x.shape[0]}. "
+                             f"Got {tuple(C.shape)} instead.", expected=(x.shape[0],), got=tuple(C.shape))
+        check_finite("C", C)
+    with eval_mode(model), torch.no_grad():
+        graph = trace(model, x)
+        k_shape = graph.ops[graph.output].shape
+        if len(k_shape) != 1:
+            fail("model", "a model returning logits of shape (N, K)",
+                 f"a model whose output has shape (N, {', '.join(map(str, k_shape))})", describe_got=False)
+        if C is not None and C.shape[2] != k_shape[0]:
+            raise ShapeError(f"The 'C' parameter must have shape (N, S, K) with K = {k_shape[0]} "
+                             f"(the model's number of outputs). Got {tuple(C.shape)} instead.",
+                             expected=(k_shape[0],), got=tuple(C.shape))
+        Cx = None if C is None else C.to(dtype=x.dtype, device=x.device)
+        return _bounds_impl(graph, x, eps, norm, method, Cx)
+
+
+def verified(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    method: str = "crown",
+) -> torch.Tensor:
+    """``True`` where every margin ``z_y - z_j`` has a lower bound ``> 0`` (BoolTensor, (N,)).
+
+    A ``True`` entry is a proof that no input in the set (see :func:`bounds`) changes the
+    prediction away from ``labels``; ``False`` means "not proven", not "attackable".
+    """
+    x, eps = _check_common(model, x, eps, norm, method)
+    labels = check_labels("labels", labels, n=x.shape[0])
+    with eval_mode(model), torch.no_grad():
+        graph = trace(model, x)
+        k_shape = graph.ops[graph.output].shape
+        if len(k_shape) != 1:
+            fail("model", "a model returning logits of shape (N, K)",
+                 f"a model whose output has shape (N, {', '.join(map(str, k_shape))})", describe_got=False)
+        labels = check_labels("labels", labels, num_classes=k_shape[0], n=x.shape[0])
+        if k_shape[0] < 2:
+            return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        C = margin_spec(labels.to(x.device), k_shape[0]).to(dtype=x.dtype)
+        lower, _ = _bounds_impl(graph, x, eps, norm, method, C)
+    return (lower > 0).all(dim=1)
+
+
+def verified_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    method: str = "crown",
+) -> float:
+    """Fraction of examples :func:`verified` proves robust (0.0 for an empty batch)."""
+    v = verified(model, x, labels, eps=eps, norm=norm, method=method)
+    return float(v.float().mean()) if v.numel() else 0.0
+
+
+# ----------------------------------------------------------------------------- implementation
+def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, method: str,
+                 C: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    ops = graph.ops
+    if method == "ibp":
+        return _ibp(graph, x, eps, norm, C)
+    relu_inputs = sorted({op.args[0] for op in ops if op.kind in ("relu", "leaky_relu")})
+    pre: dict[int, Interval] = {}
+    if method == "crown-ibp":
+        ibp = _ibp_all(graph, x, eps, norm)
+        pre = {i: ibp[i] for i in relu_inputs}
+    else:  # crown: every pre-activation bound by CROWN, in topological order
+        for i in relu_inputs:
+            pre[i] = _crown_node(graph, i, x, eps, norm, pre)
+    n, k = x.shape[0], ops[graph.output].shape[0]
+    if C is None:
+        C = torch.eye(k, dtype=x.dtype, device=x.device).expand(n, k, k)
+    s = C.shape[1]
+    lower_all = _backward(graph, graph.output, torch.cat([C, -C], dim=1), x, eps, norm, pre)
+    return lower_all[:, :s], -lower_all[:, s:]
+
+
+def _input_box(x: torch.Tensor, eps: float) -> Interval:
+    return (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
+
+
+def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str) -> list[Interval]:
+    """Interval of every operation (IBP, Gowal et al. 2018 Eq. 6)."""
+    out: list[Interval] = []
+    # L2 only: nodes that are an elementwise affine image of the input (centre, scale)
+    exact: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for i, op in enumerate(graph.ops):
+        n = x.shape[0]
+        if op.kind == "input":
+            out.append(_input_box(x, eps))
+            if norm == "l2":
+                exact[i] = (x, torch.ones((), dtype=x.dtype, device=x.device))
+            continue
+        lo, hi = out[op.args[0]]
+        p = op.params
+        if op.kind in ("linear", "conv"):
+            mid, rad = (hi + lo) / 2, (hi - lo) / 2
+            f = _affine_forward(op)
+            olo_hi = f(mid, p["weight"], p["bias"]), f(rad, p["weight"].abs(), None)
+            res = (olo_hi[0] - olo_hi[1], olo_hi[0] + olo_hi[1])
+            if op.args[0] in exact:
+                c, sc = exact[op.args[0]]
+                sq = (sc * sc).expand(c.shape[1:]).unsqueeze(0)
+                dev = eps * f(sq, p["weight"] ** 2, None).clamp(min=0).sqrt()
+                centre = f(c, p["weight"], p["bias"])
+                res = (torch.maximum(res[0], centre - dev), torch.minimum(res[1], centre + dev))
+            out.append(res)
+        elif op.kind == "scale_shift":
+            sc, sh = p["scale"], p["shift"]
+            a, b = lo * sc + sh, hi * sc + sh
+            out.append((torch.minimum(a, b), torch.maximum(a, b)))
+            if op.args[0] in exact:
+                c, s0 = exact[op.args[0]]
+                exact[i] = (c * sc + sh, s0 * sc)
+        elif op.kind == "reshape":
+            out.append((lo.reshape((n,) + op.shape), hi.reshape((n,) + op.shape)))
+            if op.args[0] in exact:
+                c, s0 = exact[op.args[0]]
+                exact[i] = (c.reshape((n,) + op.shape),
+                            s0.expand(c.shape[1:]).reshape(op.shape) if s0.ndim else s0)
+        elif op.kind in ("avgpool", "adaptive_avgpool"):
+            f = _pool_forward(op)
+            out.append((f(lo), f(hi)))
+        elif op.kind == "add":
+            lo2, hi2 = out[op.args[1]]
+            c1, c2 = op.params["coef"]
+            a2, b2 = (lo2, hi2) if c2 > 0 else (-hi2, -lo2)
+            out.append((lo + a2, hi + b2))
+        elif op.kind == "relu":
+            out.append((lo.clamp(min=0), hi.clamp(min=0)))
+        elif op.kind == "leaky_relu":
+            out.append((F.leaky_relu(lo, p["slope"]), F.leaky_relu(hi, p["slope"])))
+        else:  # pragma: no cover - trace() only emits the kinds above
+            raise AssertionError(op.kind)
+    return out
+
+
+def _ibp(graph: Graph, x: torch.Tensor, eps: float, norm: str,
+         C: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    ops = graph.ops
+    last = ops[graph.output]
+    if C is None or last.kind != "linear":
+        iv = _ibp_all(graph, x, eps, norm)
+        lo, hi = iv[graph.output]
+        if C is None:
+            return lo, hi
+        mid, rad = (hi + lo) / 2, (hi - lo) / 2
+        cm = torch.einsum("nsk,nk->ns", C, mid)
+        cr = torch.einsum("nsk,nk->ns", C.abs(), rad)
+        return cm - cr, cm + cr
+    # elision of the last layer (Gowal et al. 2018, Sec. 3): bound C W z + C b directly
+    iv = _ibp_all(Graph(ops[: graph.output], graph.output - 1), x, eps, norm)
+    lo, hi = iv[last.args[0]]
+    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    w, b = last.params["weight"], last.params["bias"]
+    cw = torch.einsum("nsk,ki->nsi", C, w)
+    cm = torch.einsum("nsi,ni->ns", cw, mid)
+    if b is not None:
+        cm = cm + torch.einsum("nsk,k->ns", C, b)
+    cr = torch.einsum("nsi,ni->ns", cw.abs(), rad)
+    return cm - cr, cm + cr
+
+
+def _affine_forward(op: Op):  # noqa: ANN202
+    if op.kind == "linear":
+        return lambda z, w, b: F.linear(z, w, b)
+    p = op.params
+    return lambda z, w, b: F.conv2d(z, w, b, p["stride"], p["padding"], p["dilation"], p["groups"])
+
+
+def _pool_forward(op: Op):  # noqa: ANN202
+    p = op.params
+    if op.kind == "adaptive_avgpool":
+        return lambda z: F.adaptive_avg_pool2d(z, p["output_size"])
+    return lambda z: F.avg_pool2d(z, p["kernel_size"], p["stride"], p["padding"], p["ceil_mode"],
+                                  p["count_include_pad"], p["divisor_override"])
+
+
+def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
+                pre: dict[int, Interval]) -> Interval:
+    """CROWN bounds of every neuron of operation ``idx`` (identity specification, chunked)."""
+    n = x.shape[0]
+    shape = graph.ops[idx].shape
+    m = math.prod(shape)
+    widest = max(math.prod(op.shape) for op in graph.ops[: idx + 1])
+    chunk = max(1, min(m, CERTIFIED_CROWN_CHUNK_ELEMENTS // max(1, 2 * n * widest)))
+    lows, highs = [], []
+    eye = torch.eye(m, dtype=x.dtype, device=x.device)
+    for start in range(0, m, chunk):
+        rows = eye[start:start + chunk]
+        spec = torch.cat([rows, -rows], dim=0).reshape((1, -1) + shape).expand((n, -1) + shape)
+        lower = _backward(graph, idx, spec, x, eps, norm, pre)
+        s = rows.shape[0]
+        lows.append(lower[:, :s])
+        highs.append(-lower[:, s:])
+    lo = torch.cat(lows, dim=1).reshape((n,) + shape)
+    hi = torch.cat(highs, dim=1).reshape((n,) + shape)
+    return lo, torch.maximum(hi, lo)
+
+
+def _relax(op: Op, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower slope, upper slope and upper intercept of the ReLU / LeakyReLU relaxation."""
+    a = op.params.get("slope", 0.0) if op.kind == "leaky_relu" else 0.0
+    active, inactive = lo >= 0, hi <= 0
+    unstable = ~(active | inactive)
+    width = torch.where(unstable, hi - lo, torch.ones_like(lo))
+    chord = (hi - a * lo) / width
+    up_slope = torch.where(active, torch.ones_like(lo), torch.where(inactive, torch.full_like(lo, a), chord))
+    up_icpt = torch.where(unstable, a * lo - chord * lo, torch.zeros_like(lo))
+    adaptive = torch.where(chord > 0.5, torch.ones_like(lo), torch.full_like(lo, a))
+    low_slope = torch.where(unstable, adaptive, up_slope)
+    return low_slope, up_slope, up_icpt
+
+
+def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+              pre: dict[int, Interval]) -> torch.Tensor:
+    """Lower bound of ``spec · f_out(x')`` over the input set; ``spec`` is (N, S, *shape_out)."""
+    ops = graph.ops
+    n, s = spec.shape[:2]
+    coef: dict[int, torch.Tensor] = {out: spec}
+    bias = torch.zeros((n, s), dtype=x.dtype, device=x.device)
+
+    def push(j: int, a: torch.Tensor) -> None:
+        coef[j] = coef[j] + a if j in coef else a
+
+    for i in range(out, 0, -1):
+        a = coef.pop(i, None)
+        if a is None:
+            continue
+        op = ops[i]
+        src = op.args[0]
+        in_shape = ops[src].shape
+        p = op.params
+        if op.kind == "linear":
+            if p["bias"] is not None:
+                bias = bias + (a @ p["bias"]).reshape(n, s, -1).sum(-1)
+            push(src, a @ p["weight"])
+        elif op.kind == "conv":
+            w = p["weight"]
+            flat = a.reshape((n * s,) + op.shape)
+            if p["bias"] is not None:
+                bias = bias + (a.sum((-1, -2)) @ p["bias"])
+            h_out, w_out = op.shape[1:]
+            k_h, k_w = w.shape[2:]
+            (st_h, st_w), (pd_h, pd_w), (dl_h, dl_w) = p["stride"], p["padding"], p["dilation"]
+            op_h = in_shape[1] - ((h_out - 1) * st_h - 2 * pd_h + dl_h * (k_h - 1) + 1)
+            op_w = in_shape[2] - ((w_out - 1) * st_w - 2 * pd_w + dl_w * (k_w - 1) + 1)
+            back = F.conv_transpose2d(flat, w, None, p["stride"], p["padding"], (op_h, op_w),
+                                      p["groups"], p["dilation"])
+            push(src, back.reshape((n, s) + in_shape))
+        elif op.kind == "scale_shift":
+            sh = p["shift"]
+            if sh.ndim or float(sh) != 0.0:
+                bias = bias + (a * sh).reshape(n, s, -1).sum(-1)
+            push(src, a * p["scale"])
+        elif op.kind == "reshape":
+            push(src, a.reshape((n, s) + in_shape))
+        elif op.kind in ("avgpool", "adaptive_avgpool"):
+            flat = a.reshape((n * s,) + op.shape)
+            like = flat.new_zeros(()).expand((n * s,) + in_shape)
+            if op.kind == "avgpool":
+                kern, stride = p["kernel_size"], p["stride"]
+                pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+                back = torch.ops.aten.avg_pool2d_backward(
+                    flat, like, pair(kern), pair(stride if stride is not None else kern), pair(p["padding"]),
+                    p["ceil_mode"], p["count_include_pad"], p["divisor_override"])
+            else:
+                back = torch.ops.aten._adaptive_avg_pool2d_backward(flat, like.contiguous())
+            push(src, back.reshape((n, s) + in_shape))
+        elif op.kind == "add":
+            c1, c2 = p["coef"]
+            push(op.args[0], a if c1 == 1.0 else a * c1)
+            push(op.args[1], a if c2 == 1.0 else a * c2)
+        elif op.kind in ("relu", "leaky_relu"):
+            lo, hi = pre[src]
+            low_slope, up_slope, up_icpt = _relax(op, lo.unsqueeze(1), hi.unsqueeze(1))
+            pos, neg = a.clamp(min=0), a.clamp(max=0)
+            bias = bias + (neg * up_icpt).reshape(n, s, -1).sum(-1)
+            push(src, pos * low_slope + neg * up_slope)
+        else:  # pragma: no cover
+            raise AssertionError(op.kind)
+    a = coef.pop(0, None)
+    if a is None:  # output independent of the input
+        return bias
+    a = a.reshape(n, s, -1)
+    xf = x.reshape(n, 1, -1)
+    lo_box, hi_box = _input_box(xf, eps)
+    mid, rad = (hi_box + lo_box) / 2, (hi_box - lo_box) / 2
+    box = (a * mid).sum(-1) - (a.abs() * rad).sum(-1)
+    if norm == "linf":
+        return bias + box
+    ball = (a * xf).sum(-1) - eps * a.norm(dim=-1)
+    return bias + torch.maximum(box, ball)
