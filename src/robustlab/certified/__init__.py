@@ -1,13 +1,35 @@
-"""Certified robustness: proofs that no perturbation in a norm ball changes a prediction.
-
-- bound propagation: :func:`bounds` (IBP, CROWN, CROWN-IBP), :func:`margin_spec`,
-  :func:`verified`, :func:`verified_accuracy`
-"""
+"""Certification: prove robustness (bound propagation, randomized smoothing) and train for it."""
 
 __all__: list[str] = []
 
-# --- bounds (bound propagation) ----
+# --- certified.smoothing (randomized smoothing) -------------------------------------------------
+from robustlab.certified.smoothing import (  # noqa: E402
+    ABSTAIN,
+    Certificate,
+    Smooth,
+    average_certified_radius,
+    certified_accuracy_curve,
+    certify,
+    clopper_pearson_lower,
+    predict,
+    sample_counts,
+)
+
+__all__ += [
+    "ABSTAIN",
+    "Certificate",
+    "Smooth",
+    "average_certified_radius",
+    "certified_accuracy_curve",
+    "certify",
+    "clopper_pearson_lower",
+    "predict",
+    "sample_counts",
+]
+# --- end certified.smoothing --------------------------------------------------------------------
+
+# --- certified.bounds (bound propagation: IBP, CROWN, CROWN-IBP) --------------------------------
 from robustlab.certified.bounds import bounds, margin_spec, verified, verified_accuracy  # noqa: E402
 
 __all__ += ["bounds", "margin_spec", "verified", "verified_accuracy"]
-# --- end bounds ----
+# --- end certified.bounds -----------------------------------------------------------------------
