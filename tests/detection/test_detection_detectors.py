@@ -5,12 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_det_mlp
 from torch import nn
 
-from robustlab.detection import KNN, Energy, Mahalanobis, MaxSoftmax, detection_metrics, evaluate_detector
-from robustlab.errors import InvalidParameterError, InvalidTypeError, NotFittedError, UnknownNameError
-
-from conftest import make_det_mlp
+from robustlab.detection import (
+    KNN,
+    Energy,
+    Mahalanobis,
+    MaxSoftmax,
+    detection_metrics,
+    evaluate_detector,
+)
+from robustlab.errors import (
+    InvalidParameterError,
+    InvalidTypeError,
+    NotFittedError,
+    UnknownNameError,
+)
 
 
 def _penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +74,7 @@ def test_energy_properties():
 
 
 def test_knn_equals_brute_force(synthetic_problem):
-    model, x, y, x_test, _ = synthetic_problem
+    model, x, _, x_test, _ = synthetic_problem
     det = KNN(k=7, batch_size=64).fit(model, x[:200])
     got = det.score(model, x_test[:40]).double().numpy()
     bank = _penultimate(model, x[:200]).double().numpy()

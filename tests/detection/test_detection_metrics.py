@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from robustlab.detection import DetectionMetrics, MaxSoftmax, detection_metrics, evaluate_detector
+from robustlab.detection import (
+    DetectionMetrics,
+    MaxSoftmax,
+    detection_metrics,
+    evaluate_detector,
+)
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
 
 

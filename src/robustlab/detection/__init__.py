@@ -8,9 +8,19 @@ in-distribution. Metrics treat the in-distribution as the positive class.
 
 from robustlab.detection.baselines import KNN, Energy, MaxSoftmax, model_logits
 from robustlab.detection.mahalanobis import Mahalanobis
-from robustlab.detection.metrics import DetectionMetrics, detection_metrics, evaluate_detector
+from robustlab.detection.metrics import (
+    DetectionMetrics,
+    detection_metrics,
+    evaluate_detector,
+)
 
 __all__ = [
-    "MaxSoftmax", "Energy", "KNN", "Mahalanobis", "model_logits",
-    "DetectionMetrics", "detection_metrics", "evaluate_detector",
+    "KNN",
+    "DetectionMetrics",
+    "Energy",
+    "Mahalanobis",
+    "MaxSoftmax",
+    "detection_metrics",
+    "evaluate_detector",
+    "model_logits",
 ]

@@ -18,7 +18,7 @@ from robustlab._checks import check_choice, check_inputs, fail
 from robustlab._constants import PENULTIMATE
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ModelOutputError
 
-__all__ = ["resolve_layers", "forward_features", "check_module", "check_batch_inputs"]
+__all__ = ["check_batch_inputs", "check_module", "forward_features", "resolve_layers"]
 
 
 def check_module(name: str, model: Any) -> torch.nn.Module:

@@ -29,7 +29,7 @@ from robustlab.detection._features import (
 )
 from robustlab.errors import InvalidTypeError, ModelOutputError, NotFittedError
 
-__all__ = ["MaxSoftmax", "Energy", "KNN", "model_logits"]
+__all__ = ["KNN", "Energy", "MaxSoftmax", "model_logits"]
 
 
 @torch.no_grad()

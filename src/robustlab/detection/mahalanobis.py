@@ -133,7 +133,7 @@ class Mahalanobis:
             Validation in- and out-of-distribution inputs (e.g. clean and adversarial/OOD
             examples) on which the logistic-regression ensemble is fit. Both or neither.
         """
-        layers, eps, bs = self._check_settings()
+        layers, _, bs = self._check_settings()
         model = check_module("model", model)
         inputs = check_batch_inputs("inputs", inputs)
         labels = check_labels("labels", labels, n=inputs.shape[0]).to(inputs.device)
