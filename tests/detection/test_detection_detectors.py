@@ -253,3 +253,29 @@ class _AddConstant(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z + self.c
+
+
+class _TwiceReLU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.lin(self.act(x))))
+
+
+def test_layer_that_runs_twice_and_nan_fit_inputs_are_refused():
+    model = _TwiceReLU()
+    x, y = torch.randn(20, 4), torch.arange(20) % 2
+    with pytest.raises(InvalidParameterError) as info:
+        Mahalanobis(layers=("act",), eps=0.0).fit(model, x, y)
+    assert "ran 2 times" in _one_line(info)
+    Mahalanobis(layers=("lin", "penultimate"), eps=0.0).fit(model, x, y)  # each runs once
+    bad = x.clone()
+    bad[0, 0] = float("inf")
+    for det in (KNN(k=3), Mahalanobis()):
+        with pytest.raises(InvalidParameterError) as info:
+            det.fit(model, bad, y)
+        assert "'inputs'" in _one_line(info)
