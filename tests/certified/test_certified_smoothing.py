@@ -22,7 +22,9 @@ from robustlab.certified import (
     average_certified_radius,
     certified_accuracy_curve,
     certify,
+    checkerboard_split,
     clopper_pearson_lower,
+    dual_certify,
     predict,
     sample_counts,
 )
@@ -278,3 +280,64 @@ def test_bad_model_and_labels():
         certified_accuracy_curve(cert, torch.zeros(3, dtype=torch.int64), [0.0])
     with pytest.raises(RobustlabError, match="'radii'"):
         certified_accuracy_curve(cert, torch.zeros(2, dtype=torch.int64), [-0.1])
+
+
+# --------------------------------------------------------------------------- dual smoothing
+def test_checkerboard_split_known_answer():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    x1, x2 = checkerboard_split(x)
+    assert x1.tolist() == [[[[0, 2], [5, 7], [8, 10], [13, 15]]]]
+    assert x2.tolist() == [[[[1, 3], [4, 6], [9, 11], [12, 14]]]]
+    y = torch.randn(3, 2, 6, 8, generator=gen())
+    y1, y2 = checkerboard_split(y)
+    assert torch.allclose(y1.square().sum() + y2.square().sum(), y.square().sum())
+    with pytest.raises(RobustlabError, match="'x'"):
+        checkerboard_split(torch.zeros(1, 1, 4, 5))
+
+
+def dual_problem(m: int, sigma: float, seed: int):
+    """Two linear binary sub-classifiers on the checkerboard halves of 1x4x4 images.
+
+    G(x) = argmax_c p1_c + p2_c is class 1 iff u1 + u2 > 0 with u_i = s_i / (sigma ||w_i||), and
+    its exact L2 robust radius is sigma |u1 + u2| / sqrt(2).
+    """
+    g = gen(seed)
+    w1 = torch.randn(8, generator=g, dtype=torch.float64)
+    w2 = torch.randn(8, generator=g, dtype=torch.float64)
+    f1, f2 = LinearBinary(w1, 0.2), LinearBinary(w2, -0.4)
+    x = torch.randn(m, 1, 4, 4, generator=g, dtype=torch.float64) * 0.4
+    x1, x2 = checkerboard_split(x)
+    u1 = (x1.reshape(m, -1) @ w1 + 0.2) / (sigma * w1.norm())
+    u2 = (x2.reshape(m, -1) @ w2 - 0.4) / (sigma * w2.norm())
+    true_class = (u1 + u2 > 0).long()
+    true_radius = sigma * (u1 + u2).abs() / math.sqrt(2)
+    return (f1, f2), x, true_class, true_radius, u1, u2
+
+
+def test_dual_certificate_guarantee_and_tightness():
+    m, alpha, sigma = 300, 0.05, 0.25
+    models, x, true_class, true_radius, u1, u2 = dual_problem(m, sigma, seed=21)
+    assert float((u1 - u2).abs().median()) > 0.5  # the two halves often disagree in strength
+    cert = dual_certify(models, x, sigma=sigma, n0=50, n=2000, alpha=alpha, generator=gen(22))
+    issued = cert.predictions != ABSTAIN
+    violations = int((issued & ((cert.predictions != true_class) | (cert.radius > true_radius))).sum())
+    assert violations <= stats.binom.ppf(1 - 1e-6, m, alpha)
+    assert float(issued[true_radius > 0.3].float().mean()) > 0.9
+    assert torch.allclose(cert.radius, math.sqrt(2) * sigma
+                          * torch.as_tensor(stats.norm.ppf(cert.pA_lower.numpy())).clamp(min=0))
+    big = dual_certify(models, x[:40], sigma=sigma, n0=50, n=40_000, alpha=0.001, batch_size=20_000,
+                       generator=gen(23))
+    ok = (true_radius[:40] > 0.1) & (u1[:40].abs() < 2.3) & (u2[:40].abs() < 2.3)
+    assert torch.equal(big.predictions[ok], true_class[:40][ok])
+    assert float((big.radius - true_radius[:40])[ok].abs().max()) < 0.04
+
+
+def test_dual_certify_bad_input():
+    models, x, *_ = dual_problem(2, 0.25, seed=0)
+    with pytest.raises(RobustlabError, match="'models'"):
+        dual_certify(models[0], x, sigma=0.25, generator=gen())
+    with pytest.raises(RobustlabError, match="'split'"):
+        dual_certify(models, x, sigma=0.25, n=10, generator=gen(),
+                     split=lambda z: (z[..., :1], z[..., :1]))
+    with pytest.raises(RobustlabError, match="'sigma'"):
+        dual_certify(models, x, sigma=0.0, generator=gen())

@@ -3,14 +3,16 @@
 __all__: list[str] = []
 
 # --- certified.smoothing (randomized smoothing) -------------------------------------------------
-from robustlab.certified.smoothing import (  # noqa: E402
+from robustlab.certified.smoothing import (
     ABSTAIN,
     Certificate,
     Smooth,
     average_certified_radius,
     certified_accuracy_curve,
     certify,
+    checkerboard_split,
     clopper_pearson_lower,
+    dual_certify,
     predict,
     sample_counts,
 )
@@ -22,7 +24,9 @@ __all__ += [
     "average_certified_radius",
     "certified_accuracy_curve",
     "certify",
+    "checkerboard_split",
     "clopper_pearson_lower",
+    "dual_certify",
     "predict",
     "sample_counts",
 ]
