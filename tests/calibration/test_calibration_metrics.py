@@ -20,7 +20,12 @@ from robustlab.calibration import (
     reliability_diagram,
     risk_coverage_curve,
 )
-from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError, UnknownNameError
+from robustlab.errors import (
+    InvalidParameterError,
+    InvalidTypeError,
+    ShapeError,
+    UnknownNameError,
+)
 
 
 # --- oracles: plain loops, written from the papers' definitions -------------------------------------
@@ -252,7 +257,7 @@ def test_aurc_perfect_ranking_is_closed_form_minimum():
     confidence = np.where(labels == 0, 2.0, 1.0) + rng.uniform(size=n)
     curve = risk_coverage_curve(p, labels, confidence=confidence)
     c = n - e
-    harmonic = lambda m: sum(1.0 / i for i in range(1, m + 1))  # noqa: E731
+    harmonic = lambda m: sum(1.0 / i for i in range(1, m + 1))
     closed_form = (e - c * (harmonic(n) - harmonic(c))) / n
     assert curve.aurc == pytest.approx(closed_form, abs=1e-12)
     assert optimal_aurc(e, n) == pytest.approx(closed_form, abs=1e-12)

@@ -13,7 +13,12 @@ from robustlab.calibration import (
     VectorScaling,
     expected_calibration_error,
 )
-from robustlab.errors import InvalidParameterError, InvalidTypeError, NotFittedError, ShapeError
+from robustlab.errors import (
+    InvalidParameterError,
+    InvalidTypeError,
+    NotFittedError,
+    ShapeError,
+)
 
 SCALERS = [TemperatureScaling, VectorScaling, MatrixScaling]
 

@@ -22,16 +22,32 @@ from robustlab.calibration.metrics import (
     reliability_diagram,
 )
 from robustlab.calibration.plotting import plot_reliability
-from robustlab.calibration.scaling import MatrixScaling, TemperatureScaling, VectorScaling
-from robustlab.calibration.selective import RiskCoverageCurve, optimal_aurc, risk_coverage_curve
+from robustlab.calibration.scaling import (
+    MatrixScaling,
+    TemperatureScaling,
+    VectorScaling,
+)
+from robustlab.calibration.selective import (
+    RiskCoverageCurve,
+    optimal_aurc,
+    risk_coverage_curve,
+)
 
 __all__ = [
-    # metrics
-    "BINNINGS", "CALIBRATION_NORMS", "ReliabilityDiagram", "brier_score",
-    "classwise_calibration_error", "expected_calibration_error", "maximum_calibration_error",
-    "negative_log_likelihood", "reliability_diagram", "plot_reliability",
-    # selective classification
-    "RiskCoverageCurve", "optimal_aurc", "risk_coverage_curve",
-    # post-hoc scaling
-    "MatrixScaling", "TemperatureScaling", "VectorScaling",
+    "BINNINGS",
+    "CALIBRATION_NORMS",
+    "MatrixScaling",
+    "ReliabilityDiagram",
+    "RiskCoverageCurve",
+    "TemperatureScaling",
+    "VectorScaling",
+    "brier_score",
+    "classwise_calibration_error",
+    "expected_calibration_error",
+    "maximum_calibration_error",
+    "negative_log_likelihood",
+    "optimal_aurc",
+    "plot_reliability",
+    "reliability_diagram",
+    "risk_coverage_curve",
 ]

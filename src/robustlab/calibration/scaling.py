@@ -29,7 +29,12 @@ from robustlab._checks import (
     check_number,
     fail,
 )
-from robustlab._constants import SCALING_FTOL, SCALING_GTOL, SCALING_MAX_ITER, TEMPERATURE_BOUNDS
+from robustlab._constants import (
+    SCALING_FTOL,
+    SCALING_GTOL,
+    SCALING_MAX_ITER,
+    TEMPERATURE_BOUNDS,
+)
 from robustlab.errors import InvalidTypeError, NotFittedError, ShapeError
 
 __all__ = ["MatrixScaling", "TemperatureScaling", "VectorScaling"]

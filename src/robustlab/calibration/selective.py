@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustlab._checks import check_finite, check_int, check_labels, check_pred_probs, check_tensor
+from robustlab._checks import (
+    check_finite,
+    check_int,
+    check_labels,
+    check_pred_probs,
+    check_tensor,
+)
 from robustlab.errors import ShapeError
 
 __all__ = ["RiskCoverageCurve", "optimal_aurc", "risk_coverage_curve"]
