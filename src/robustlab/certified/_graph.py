@@ -83,7 +83,10 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
         fail("model", "traceable by torch.fx (no data-dependent control flow)",
              f"a model whose tracing failed: {first}", describe_got=False)
     gm = fx.GraphModule(model, graph)
-    probe = x.new_zeros((2,) + tuple(x.shape[1:]))
+    # shapes only: the probe runs in the model's own dtype/device (the bounds use x's)
+    ref = next((t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()), None)
+    probe = torch.zeros((2,) + tuple(x.shape[1:]), dtype=x.dtype if ref is None else ref.dtype,
+                        device=x.device if ref is None else ref.device)
     with torch.no_grad():
         ShapeProp(gm).propagate(probe)
 

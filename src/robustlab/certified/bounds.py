@@ -213,16 +213,27 @@ def verified_accuracy(
 def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, method: str,
                  C: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     ops = graph.ops
+    if x.shape[0] == 0:
+        s = ops[graph.output].shape[0] if C is None else C.shape[1]
+        empty = x.new_zeros((0, s))
+        return empty, empty.clone()
     if method == "ibp":
         return _ibp(graph, x, eps, norm, C)
-    relu_inputs = sorted({op.args[0] for op in ops if op.kind in ("relu", "leaky_relu")})
+    relu_inputs = {op.args[0] for op in ops if op.kind in ("relu", "leaky_relu")}
     pre: dict[int, Interval] = {}
     if method == "crown-ibp":
         ibp = _ibp_all(graph, x, eps, norm)
         pre = {i: ibp[i] for i in relu_inputs}
-    else:  # crown: every pre-activation bound by CROWN, in topological order
-        for i in relu_inputs:
-            pre[i] = _crown_node(graph, i, x, eps, norm, pre)
+    else:  # crown: pre-activation bounds by CROWN, layer by layer (IBP where it is already exact)
+
+        def refine(i: int, lo: torch.Tensor, hi: torch.Tensor, exact: bool) -> Interval:
+            if i in relu_inputs:
+                if not exact:
+                    lo, hi = _crown_node(graph, i, x, eps, norm, pre, lo, hi)
+                pre[i] = (lo, hi)
+            return lo, hi
+
+        _ibp_all(graph, x, eps, norm, refine=refine, upto=max(relu_inputs, default=0))
     n, k = x.shape[0], ops[graph.output].shape[0]
     if C is None:
         C = torch.eye(k, dtype=x.dtype, device=x.device).expand(n, k, k)
@@ -235,17 +246,25 @@ def _input_box(x: torch.Tensor, eps: float) -> Interval:
     return (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
 
 
-def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str) -> list[Interval]:
-    """Interval of every operation (IBP, Gowal et al. 2018 Eq. 6)."""
+def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str, *, refine: Any = None,
+             upto: int | None = None) -> list[Interval]:
+    """Interval of every operation (IBP, Gowal et al. 2018 Eq. 6).
+
+    ``refine(i, lo, hi, exact)``, when given, is called on each operation's interval and returns
+    the interval to propagate further (CROWN tightens pre-activation bounds this way);
+    ``exact`` says that the interval is already the exact range of the operation over the input
+    set (elementwise affine images of the input and one Linear/Conv2d after them), where CROWN
+    would return the same interval.
+    """
     out: list[Interval] = []
-    # L2 only: nodes that are an elementwise affine image of the input (centre, scale)
+    # nodes that are an elementwise affine image of the input: (value at x, elementwise scale)
     exact: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for i, op in enumerate(graph.ops):
+    last = len(graph.ops) - 1 if upto is None else upto
+    for i, op in enumerate(graph.ops[: last + 1]):
         n = x.shape[0]
         if op.kind == "input":
             out.append(_input_box(x, eps))
-            if norm == "l2":
-                exact[i] = (x, torch.ones((), dtype=x.dtype, device=x.device))
+            exact[i] = (x, torch.ones((), dtype=x.dtype, device=x.device))
             continue
         lo, hi = out[op.args[0]]
         p = op.params
@@ -254,7 +273,7 @@ def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str) -> list[Inter
             f = _affine_forward(op)
             olo_hi = f(mid, p["weight"], p["bias"]), f(rad, p["weight"].abs(), None)
             res = (olo_hi[0] - olo_hi[1], olo_hi[0] + olo_hi[1])
-            if op.args[0] in exact:
+            if op.args[0] in exact and norm == "l2":
                 c, sc = exact[op.args[0]]
                 sq = (sc * sc).expand(c.shape[1:]).unsqueeze(0)
                 dev = eps * f(sq, p["weight"] ** 2, None).clamp(min=0).sqrt()
@@ -288,6 +307,9 @@ def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str) -> list[Inter
             out.append((F.leaky_relu(lo, p["slope"]), F.leaky_relu(hi, p["slope"])))
         else:  # pragma: no cover - trace() only emits the kinds above
             raise AssertionError(op.kind)
+        if refine is not None:
+            is_exact = i in exact or (op.kind in ("linear", "conv") and op.args[0] in exact)
+            out[i] = refine(i, out[i][0], out[i][1], is_exact)
     return out
 
 
@@ -333,25 +355,37 @@ def _pool_forward(op: Op):  # noqa: ANN202
 
 
 def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
-                pre: dict[int, Interval]) -> Interval:
-    """CROWN bounds of every neuron of operation ``idx`` (identity specification, chunked)."""
+                pre: dict[int, Interval], lo: torch.Tensor, hi: torch.Tensor) -> Interval:
+    """CROWN bounds of operation ``idx``, intersected with its IBP interval ``(lo, hi)``.
+
+    Only neurons unstable (``lo < 0 < hi``) for some example of the batch are recomputed: the
+    relaxation of a neuron that IBP already proves stable is exact whatever its bounds (the same
+    saving as auto_LiRPA's sparse intermediate bounds, ``backward_bound.py``
+    ``restore_sparse_bounds``, which keeps the IBP reference bounds elsewhere). Identity
+    specifications are chunked so one chunk's coefficients stay below
+    ``CERTIFIED_CROWN_CHUNK_ELEMENTS``.
+    """
     n = x.shape[0]
     shape = graph.ops[idx].shape
-    m = math.prod(shape)
+    flat_lo, flat_hi = lo.reshape(n, -1).clone(), hi.reshape(n, -1).clone()
+    unstable = ((flat_lo < 0) & (flat_hi > 0)).any(dim=0).nonzero().flatten()
+    m = unstable.numel()
+    if m == 0:
+        return lo, hi
     widest = max(math.prod(op.shape) for op in graph.ops[: idx + 1])
     chunk = max(1, min(m, CERTIFIED_CROWN_CHUNK_ELEMENTS // max(1, 2 * n * widest)))
-    lows, highs = [], []
-    eye = torch.eye(m, dtype=x.dtype, device=x.device)
+    total = flat_lo.shape[1]
     for start in range(0, m, chunk):
-        rows = eye[start:start + chunk]
+        sel = unstable[start:start + chunk]
+        rows = torch.zeros((sel.numel(), total), dtype=x.dtype, device=x.device)
+        rows[torch.arange(sel.numel(), device=x.device), sel] = 1.0
         spec = torch.cat([rows, -rows], dim=0).reshape((1, -1) + shape).expand((n, -1) + shape)
         lower = _backward(graph, idx, spec, x, eps, norm, pre)
-        s = rows.shape[0]
-        lows.append(lower[:, :s])
-        highs.append(-lower[:, s:])
-    lo = torch.cat(lows, dim=1).reshape((n,) + shape)
-    hi = torch.cat(highs, dim=1).reshape((n,) + shape)
-    return lo, torch.maximum(hi, lo)
+        s = sel.numel()
+        flat_lo[:, sel] = torch.maximum(flat_lo[:, sel], lower[:, :s])
+        flat_hi[:, sel] = torch.minimum(flat_hi[:, sel], -lower[:, s:])
+    flat_hi = torch.maximum(flat_hi, flat_lo)
+    return flat_lo.reshape((n,) + shape), flat_hi.reshape((n,) + shape)
 
 
 def _relax(op: Op, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
