@@ -34,7 +34,11 @@ THREADS = 2
 def run_sigma(sigma: float, *, n: int, n0: int, alpha: float, examples: int, epochs: int,
               seed: int) -> dict:
     from robustlab import zoo
-    from robustlab.certified import average_certified_radius, certified_accuracy_curve, certify
+    from robustlab.certified import (
+        average_certified_radius,
+        certified_accuracy_curve,
+        certify,
+    )
     from robustlab.training import TrainConfig, Trainer, build_objective
 
     train, test = zoo.load_splits("digits")
@@ -71,9 +75,9 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, total_s: float) -> s
         "",
         "Certified L2 accuracy of the smoothed classifier (Cohen, Rosenfeld & Kolter, ICML 2019) of an",
         f"MLP (64-256-256-10) trained for {args.epochs} epochs with the `gaussian-augment` objective at the",
-        "sigma it is certified with (AdamW, lr 3e-3, batch 64). CERTIFY with "
-        f"n0 = {args.n0}, n = {args.n:,}, alpha = {args.alpha}, 10,000 noisy copies per forward pass, on the "
-        f"first {rows[0]['examples']} examples of the digits test split (the whole split has 360).",
+        ("sigma it is certified with (AdamW, lr 3e-3, batch 64). CERTIFY with "
+         f"n0 = {args.n0}, n = {args.n:,}, alpha = {args.alpha}, 10,000 noisy copies per forward pass, on the "
+         f"first {rows[0]['examples']} examples of the digits test split (the whole split has 360)."),
         "Radii are L2 distances in [0, 1] pixel units of the 8x8 images (d = 64). Certified accuracy at r",
         "= fraction of examples certified correct with radius >= r (abstentions count as wrong); r = 0 is",
         "the smoothed classifier's accuracy with abstention. ACR = average certified radius (wrong = 0).",
@@ -89,11 +93,11 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, total_s: float) -> s
     lines += [
         "",
         f"Training time per model: {train_times} (sigma {sigmas}). Total wall time {total_s:.0f} s.",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads, shared with other jobs (timings are noisy).",
-        "Upper limit on any radius with n = "
-        f"{args.n:,}, alpha = {args.alpha}: sigma * Phi^-1(alpha^(1/n)), i.e. "
-        + ", ".join(f"{s * _max_z(args.n, args.alpha):.2f} at sigma {s}" for s in SIGMAS) + ".",
+        (f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+         f"{torch.get_num_threads()} torch threads, shared with other jobs (timings are noisy)."),
+        (f"Upper limit on any radius with n = {args.n:,}, alpha = {args.alpha}: "
+         "sigma * Phi^-1(alpha^(1/n)), i.e. "
+         + ", ".join(f"{s * _max_z(args.n, args.alpha):.2f} at sigma {s}" for s in SIGMAS) + "."),
         "",
         "Command: `.venv/bin/python benchmarks/certified_smoothing.py" + (" --quick" if args.quick else "") + "`"
         " (the first training time includes one-off imports).",
@@ -123,7 +127,7 @@ def main() -> None:
     for sigma in SIGMAS:
         row = run_sigma(sigma, n=args.n, n0=args.n0, alpha=args.alpha, examples=examples,
                         epochs=args.epochs, seed=args.seed)
-        print(f"sigma={sigma}: acc@r={['%.3f' % a for a in row['acc']]} abstain={row['abstain']:.3f} "
+        print(f"sigma={sigma}: acc@r={[f'{a:.3f}' for a in row['acc']]} abstain={row['abstain']:.3f} "
               f"acr={row['acr']:.3f} {row['per_example_ms']:.1f} ms/example (train {row['train_s']:.1f} s)",
               flush=True)
         rows.append(row)
