@@ -31,7 +31,7 @@ def _one_thread():
 # ----------------------------------------------------------------------------- models
 class TinyResidual(nn.Module):
     """Normalize, conv stem, a pre-activation residual block (BN, LeakyReLU, functional relu,
-    torch.flatten, scalar arithmetic), adaptive average pooling, linear head."""
+    x.view(x.size(0), -1), scalar arithmetic), adaptive average pooling, linear head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,7 +52,7 @@ class TinyResidual(nn.Module):
         out = self.conv2(F.relu(self.bn2(out)))
         out = (out + short) * 0.5 - 0.1
         out = self.pool(F.relu(out))
-        return self.fc(torch.flatten(out, 1))
+        return self.fc(out.view(out.size(0), -1))
 
 
 def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
@@ -237,7 +237,7 @@ def test_ibp_is_exact_on_one_affine_layer_and_with_elision() -> None:
     C = margin_spec(torch.tensor([0, 1, 2, 0]), 3).double()
     w_eff = torch.func.jacrev(lambda v: model(v[None])[0])(x[0])
     for m in METHODS:
-        lo, hi = bounds(model, x, eps=0.05, method=m, C=C)
+        lo, _hi = bounds(model, x, eps=0.05, method=m, C=C)
         cw = torch.einsum("nsk,ki->nsi", C, w_eff)
         lo_box, hi_box = (x - 0.05).clamp(0, 1), (x + 0.05).clamp(0, 1)
         arg = torch.where(cw >= 0, lo_box[:, None], hi_box[:, None])  # (N, S, D) minimisers
@@ -294,13 +294,13 @@ def test_margin_spec_and_verified() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
-        (dict(eps=-0.1), "eps"),
-        (dict(eps=float("nan")), "eps"),
-        (dict(eps=0.1, norm="l1"), "norm"),
-        (dict(eps=0.1, method="deeppoly"), "method"),
-        (dict(eps=0.1, C=torch.zeros(3, 2, 4)), "C"),
-        (dict(eps=0.1, C=torch.zeros(6, 2, 5)), "C"),
-        (dict(eps=0.1, C=torch.zeros(6, 4)), "C"),
+        ({"eps": -0.1}, "eps"),
+        ({"eps": float("nan")}, "eps"),
+        ({"eps": 0.1, "norm": "l1"}, "norm"),
+        ({"eps": 0.1, "method": "deeppoly"}, "method"),
+        ({"eps": 0.1, "C": torch.zeros(3, 2, 4)}, "C"),
+        ({"eps": 0.1, "C": torch.zeros(6, 2, 5)}, "C"),
+        ({"eps": 0.1, "C": torch.zeros(6, 4)}, "C"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(kwargs: dict, name: str) -> None:
@@ -345,9 +345,9 @@ def test_model_state_unchanged_and_dtype_device_follow_inputs() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x32 = inputs(shape, dtype=torch.float32)
     for m in METHODS:
-        lo, hi = bounds(model, x32, eps=0.05, method=m)
+        lo, _hi = bounds(model, x32, eps=0.05, method=m)
         assert lo.dtype == torch.float32 and lo.device == x32.device
-    lo64, hi64 = bounds(model, x32.double(), eps=0.05, method="crown")  # float32 model, float64 bounds
+    lo64, _hi64 = bounds(model, x32.double(), eps=0.05, method="crown")  # float32 model, float64 bounds
     assert lo64.dtype == torch.float64
     lo32, hi32 = bounds(model, x32, eps=0.05, method="crown")
     torch.testing.assert_close(lo32.double(), lo64, rtol=1e-4, atol=1e-4)

@@ -31,7 +31,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from robustlab._checks import fail
 from robustlab.models.layers import Normalize
 
-__all__ = ["Op", "Graph", "trace"]
+__all__ = ["Graph", "Op", "trace"]
 
 SUPPORTED_TEXT = (
     "a torch.fx-traceable model built from Linear, Conv2d, ReLU, LeakyReLU, BatchNorm1d/2d, "
@@ -78,7 +78,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
     """Trace ``model`` (already in eval mode) on inputs shaped like ``x``; see the module docstring."""
     try:
         graph = _Tracer().trace(model)
-    except Exception as exc:  # torch.fx raises many kinds of errors for untraceable code
+    except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds of errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fail("model", "traceable by torch.fx (no data-dependent control flow)",
              f"a model whose tracing failed: {first}", describe_got=False)
@@ -90,7 +90,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
     with torch.no_grad():
         ShapeProp(gm).propagate(probe)
 
-    dd = dict(dtype=x.dtype, device=x.device)
+    dd = {"dtype": x.dtype, "device": x.device}
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
     consts: dict[fx.Node, Any] = {}
@@ -191,9 +191,7 @@ def _module_op(m: nn.Module, node: fx.Node, a: tuple[int, ...], add: Any, dd: di
         std = m.std.detach().to(**dd)
         mean = m.mean.detach().to(**dd)
         add("scale_shift", a, node, scale=1.0 / std, shift=-mean / std)
-    elif isinstance(m, nn.Flatten):
-        add("reshape", a, node)
-    elif isinstance(m, (nn.Identity, nn.Dropout)):
+    elif isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
         add("reshape", a, node)
     elif isinstance(m, nn.AvgPool2d):
         add("avgpool", a, node, kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
@@ -223,6 +221,10 @@ def _function_op(node: fx.Node, index: dict, add: Any, const_value: Any, per_exa
                  dd: dict) -> None:
     target, args = node.target, node.args
     is_method = node.op == "call_method"
+    if not isinstance(node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata):
+        # a non-tensor value such as x.size(0) or x.shape: not a bounded quantity; operations
+        # that use it as an operand find it neither traced nor constant and are rejected
+        return
     label = f"method '.{target}()'" if is_method else f"function '{getattr(target, '__name__', target)}'"
     traced = [i for i, v in enumerate(args) if isinstance(v, fx.Node) and v in index]
     if not traced:

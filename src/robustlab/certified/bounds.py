@@ -55,8 +55,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab._checks import as_tensor, check_choice, check_finite, check_labels, check_number, fail
-from robustlab._constants import CERTIFIED_CROWN_CHUNK_ELEMENTS, CERTIFIED_METHODS, CERTIFIED_NORMS
+from robustlab._checks import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_labels,
+    check_number,
+    fail,
+)
+from robustlab._constants import (
+    CERTIFIED_CROWN_CHUNK_ELEMENTS,
+    CERTIFIED_METHODS,
+    CERTIFIED_NORMS,
+)
 from robustlab._model_state import eval_mode
 from robustlab.certified._graph import Graph, Op, trace
 from robustlab.errors import InvalidTypeError, ShapeError
@@ -298,7 +309,7 @@ def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str, *, refine: An
             out.append((f(lo), f(hi)))
         elif op.kind == "add":
             lo2, hi2 = out[op.args[1]]
-            c1, c2 = op.params["coef"]
+            _c1, c2 = op.params["coef"]
             a2, b2 = (lo2, hi2) if c2 > 0 else (-hi2, -lo2)
             out.append((lo + a2, hi + b2))
         elif op.kind == "relu":
@@ -339,14 +350,14 @@ def _ibp(graph: Graph, x: torch.Tensor, eps: float, norm: str,
     return cm - cr, cm + cr
 
 
-def _affine_forward(op: Op):  # noqa: ANN202
+def _affine_forward(op: Op):
     if op.kind == "linear":
         return lambda z, w, b: F.linear(z, w, b)
     p = op.params
     return lambda z, w, b: F.conv2d(z, w, b, p["stride"], p["padding"], p["dilation"], p["groups"])
 
 
-def _pool_forward(op: Op):  # noqa: ANN202
+def _pool_forward(op: Op):
     p = op.params
     if op.kind == "adaptive_avgpool":
         return lambda z: F.adaptive_avg_pool2d(z, p["output_size"])
@@ -450,7 +461,7 @@ def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: 
             like = flat.new_zeros(()).expand((n * s,) + in_shape)
             if op.kind == "avgpool":
                 kern, stride = p["kernel_size"], p["stride"]
-                pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+                pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
                 back = torch.ops.aten.avg_pool2d_backward(
                     flat, like, pair(kern), pair(stride if stride is not None else kern), pair(p["padding"]),
                     p["ceil_mode"], p["count_include_pad"], p["divisor_override"])
