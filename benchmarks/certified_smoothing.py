@@ -100,7 +100,7 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, total_s: float) -> s
          + ", ".join(f"{s * _max_z(args.n, args.alpha):.2f} at sigma {s}" for s in SIGMAS) + "."),
         "",
         "Command: `.venv/bin/python benchmarks/certified_smoothing.py" + (" --quick" if args.quick else "") + "`"
-        " (the first training time includes one-off imports).",
+        " (timings on a machine shared with other jobs vary by 2x or more between runs).",
         "",
     ]
     return "\n".join(lines)
