@@ -149,3 +149,32 @@ def test_transform_wrong_number_of_classes():
                                   torch.arange(10) % 3)
     with pytest.raises(ShapeError, match="'logits'"):
         ts.transform(torch.zeros(2, 4))
+
+
+
+def test_fitted_parameters_are_stationary_under_autograd():
+    # The objectives are convex, so a zero gradient means the global minimum. The gradient is
+    # taken by torch autograd on the objective written directly, independent of the library's
+    # hand-written NumPy gradients.
+    z, y = _draw(400, 4, 1.8, seed=21, scale=2.0)
+    ts = TemperatureScaling().fit(z, y)
+    inv_t = torch.tensor([1.0 / ts.temperature_], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(F.cross_entropy(z * inv_t, y), inv_t)
+    assert abs(float(g)) < 1e-6
+
+    vs = VectorScaling().fit(z, y)
+    w = torch.tensor(vs.coef_, requires_grad=True)
+    b = torch.tensor(vs.intercept_, requires_grad=True)
+    gw, gb = torch.autograd.grad(F.cross_entropy(z * w + b, y), (w, b))
+    assert float(gw.abs().max()) < 1e-6 and float(gb.abs().max()) < 1e-6
+
+    lam, mu, k = 0.5, 0.3, 4
+    ms = MatrixScaling(off_diagonal_reg=lam, intercept_reg=mu).fit(z, y)
+    wm = torch.tensor(ms.coef_, requires_grad=True)
+    bm = torch.tensor(ms.intercept_, requires_grad=True)
+    off = ~torch.eye(k, dtype=torch.bool)
+    objective = (F.cross_entropy(z @ wm.T + bm, y) + lam / (k * (k - 1)) * (wm[off] ** 2).sum()
+                 + mu / k * (bm**2).sum())
+    gw, gb = torch.autograd.grad(objective, (wm, bm))
+    assert float(gw.abs().max()) < 1e-6 and float(gb.abs().max()) < 1e-6
+    assert np.abs(ms.coef_[off.numpy()]).max() > 1e-3  # the penalty did not zero everything
