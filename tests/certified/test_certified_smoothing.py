@@ -341,3 +341,11 @@ def test_dual_certify_bad_input():
                      split=lambda z: (z[..., :1], z[..., :1]))
     with pytest.raises(RobustlabError, match="'sigma'"):
         dual_certify(models, x, sigma=0.0, generator=gen())
+
+
+def test_empty_input():
+    model = nn.Linear(2, 3)
+    cert = certify(model, torch.zeros(0, 2), sigma=0.2, n0=5, n=10, generator=gen())
+    assert cert.predictions.shape == (0,) and cert.radius.shape == (0,)
+    assert math.isnan(cert.abstention_rate)
+    assert predict(model, torch.zeros(0, 2), sigma=0.2, n=10, generator=gen()).shape == (0,)
