@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -173,6 +174,7 @@ def test_mass_bins_have_equal_counts(probs_labels):
 
 
 # --- synthetic known answers ------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
 def _synthetic(n: int, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels drawn from softmax(z); the predictor reports softmax(z / temperature)."""
     rng = np.random.default_rng(seed)
