@@ -321,3 +321,23 @@ def test_bad_input_one_line_error_naming_argument(func, args, kwargs, error, nam
         func(*args, **kwargs)
     message = str(info.value)
     assert f"'{name}'" in message and "\n" not in message
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from robustlab.calibration import metrics, plotting, scaling, selective
+
+    for module in (metrics, plotting, scaling, selective):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+
+
+def test_import_is_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, robustlab.calibration; "
+            "print('matplotlib' in sys.modules, 'scipy.optimize' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
