@@ -121,8 +121,8 @@ class _LogitScaler:
         y = check_labels("labels", labels, num_classes=z.shape[1], n=z.shape[0])
         z_np = z.detach().cpu().to(torch.float64).numpy()
         y_np = y.cpu().numpy()
-        self.num_classes_ = int(z.shape[1])
         self._fit(z_np, y_np)
+        self.num_classes_ = int(z.shape[1])  # set last: marks the scaler as fitted
         self.fit_nll_ = _nll_and_grad(self._apply(z_np), y_np)[0]
         return self
 
