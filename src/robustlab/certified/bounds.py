@@ -17,7 +17,11 @@ perturbation in the set changes the prediction.
   ``activation_bound_option='adaptive'``, Verified-Intelligence/auto_LiRPA
   ``auto_LiRPA/operators/relu.py`` ``_relu_lower_bound_init``: ``upper_k > 0.5``, which is
   ``u > -l``). Pre-activation bounds of every ReLU are themselves computed by CROWN, layer by
-  layer, with an identity specification (chunked to bound memory).
+  layer, with an identity specification (chunked to bound memory), for the neurons that IBP
+  (run on the CROWN-tightened earlier layers) leaves unstable in some example; the result is
+  intersected with that IBP interval. Both are what auto_LiRPA does by default (sparse
+  intermediate bounds with IBP reference bounds, ``backward_bound.py``
+  ``restore_sparse_bounds``), so the two agree to rounding (docs/benchmarks/certified_bounds.md).
 - **CROWN-IBP** (Zhang et al. 2020, "Towards stable and efficient training of verifiably robust
   neural networks", Sec. 3, Eq. 9): IBP pre-activation bounds, one CROWN pass for the output.
 
@@ -39,8 +43,9 @@ Theorem 3.2 with ``q = 2``; auto_LiRPA ``perturbations.py`` ``concretize_matrix`
 the first Linear/Conv2d layer (reached through Flatten/Normalize/BatchNorm only) the interval is
 also intersected with the exact dual-norm interval ``W x + b ± eps ||row of W||_2`` (as
 auto_LiRPA's ``BoundLinear.interval_propagate`` does for non-Linf perturbations,
-``operators/linear.py``). Both intersections are of sound sets, so the result is sound; it is
-at least as tight as auto_LiRPA, which does not intersect the L2 ball with the box.
+``operators/linear.py``). Both intersections are of sound sets, so the result is sound; where
+the box clips the ball (inputs near 0 or 1) the bounds are usually tighter than auto_LiRPA's,
+which bound the whole ball.
 
 All bounds are computed in the dtype of ``x`` (use float64 for the tightest rounding); floating
 point rounding in the affine layers is not accounted for (as in IBP/CROWN papers and auto_LiRPA).
