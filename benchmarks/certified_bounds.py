@@ -168,8 +168,9 @@ def main() -> None:
         'where auto_LiRPA uses eps * ||W_c||_2 over the whole kernel for every output '
         '(auto_LiRPA operators/convolution.py interval_propagate), which is looser at the image '
         "border. So robustlab's L2 bounds on the CNN are tighter, also on 'l2-interior' (digits "
-        'mapped to [0.25, 0.75], balls inside the box): there the difference is the '
-        "convolution's border rows alone; on the MLP (no convolution) the two agree to "
+        'mapped to [0.25, 0.75], balls inside the box): there the remaining difference '
+        "should come from the convolution's border rows (our reading of the two codes, "
+        'not isolated by a separate run); on the MLP (no convolution) the two agree to '
         "rounding. A tighter intermediate bound can in principle change CROWN's adaptive slopes "
         "and loosen a final bound, so 'looser' is counted too (a few of 900 margins, CROWN on "
         'the CNN under L2).'
