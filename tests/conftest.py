@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
 import torch
+
+_OWN_CACHE: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Each xdist worker gets one intra-op thread so 2 workers on 2 cores don't oversubscribe.
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
-    # Never read or write the user's real model cache from tests.
-    os.environ.setdefault("ROBUSTLAB_CACHE", tempfile.mkdtemp(prefix="robustlab-test-cache-"))
+    # Never read or write the user's real model cache from tests; the temporary cache is removed
+    # when the session ends (each xdist worker and the controller has its own).
+    if "ROBUSTLAB_CACHE" not in os.environ:
+        path = tempfile.mkdtemp(prefix="robustlab-test-cache-")
+        os.environ["ROBUSTLAB_CACHE"] = path
+        _OWN_CACHE.append(path)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _OWN_CACHE:
+        shutil.rmtree(path, ignore_errors=True)
+    _OWN_CACHE.clear()
