@@ -34,6 +34,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+repair_app = typer.Typer(help="Repair a model in weight space: robust weight signatures, interpolation.",
+                         no_args_is_help=True)
+app.add_typer(repair_app, name="repair")
+signature_app = typer.Typer(help="Robust weight signatures: extract, apply, remove.", no_args_is_help=True)
+repair_app.add_typer(signature_app, name="signature")
 
 _STATE: dict[str, bool] = {"debug": False}
 log = logging.getLogger("robustlab.cli")
@@ -680,6 +685,3 @@ def _print_attack(record: dict[str, Any]) -> None:
 _FLAG_FOR_ARGUMENT.update({"eps": "--eps", "norm": "--norm", "suite": "--suite",
                            "num_examples": "--num-examples"})
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,12 @@
+"""Repair a model in weight space.
+
+* robust weight signatures (:mod:`~robustlab.repair.signatures`): the weight difference a
+  corruption fine-tune leaves on a model's shallow layers, quantised, stored, applied with a scale,
+  composed and removed exactly (Cai et al. 2023);
+* weight interpolation (:mod:`~robustlab.repair.interpolate`): mix two models of one architecture
+  and trace the accuracy-robustness curve over the mixing coefficient (WiSE-FT / RiFT style);
+* adaptive smoothing (:mod:`~robustlab.repair.adaptive`): mix a standard and a robust classifier's
+  probabilities with a fixed coefficient or a small learned mixing network (Bai et al. 2024).
+"""
+
+__all__: list[str] = []
