@@ -166,3 +166,22 @@ def test_write_report_needs_a_store(tmp_path):
 ])
 def test_format_value(value, text):
     assert format_value(value) == text
+
+
+def test_scorecard_has_a_tile_per_headline_with_meter_and_direction(tmp_path):
+    rows = (ResultRow("robust_accuracy", 0.25, {"eps": 0.1}, headline=True),
+            ResultRow("ece", 0.125, headline=True),
+            ResultRow("noise_rate", 0.5, headline=True),
+            ResultRow("seconds_per_example", 3.0, unit="ms", headline=True),
+            ResultRow("accuracy", 0.75))  # not a headline: no tile
+    _store_probe(tmp_path, "custom", ProbeResult(rows=rows), title="Custom")
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    card = html[html.index('class="scorecard"'):html.index('class="cards"')]
+    tiles = card.split('class="tile"')[1:]
+    assert len(tiles) == 4
+    robust, ece, noise, ms = tiles
+    assert "robust accuracy" in robust and "width: 25.0%" in robust and "higher is better" in robust
+    assert "width: 12.5%" in ece and 'class="meter lower"' in ece and "lower is better" in ece
+    assert "width: 50.0%" in noise and "better" not in noise  # a direction the name does not say
+    assert "meter" not in ms and "<small>ms</small>" in ms  # values with a unit get no meter
+    assert all('href="#probe-custom"' in t for t in tiles)

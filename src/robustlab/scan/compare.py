@@ -26,15 +26,13 @@ from typing import Any
 from robustlab._checks import fail
 from robustlab._constants import (
     COMPARE_CLOSE_PP,
-    COMPARE_HIGHER_IS_BETTER,
-    COMPARE_LOWER_IS_BETTER,
     COMPARE_MAX_CURVES,
     COMPARE_REPORT_FILENAME,
 )
 from robustlab._io import atomic_write_text
 from robustlab.errors import InvalidParameterError, OutputDirError
 from robustlab.scan.probe import job_label
-from robustlab.scan.report import _environment, _probe_order, format_value, scope_svg_ids
+from robustlab.scan.report import _environment, _probe_order, format_value, metric_direction, scope_svg_ids
 from robustlab.scan.store import ResultRecord, ResultsStore, RunRecord
 
 __all__ = ["ComparedRun", "ComparisonRow", "Comparison", "compare_runs", "render_comparison",
@@ -78,16 +76,6 @@ class Comparison:
     rows: tuple[ComparisonRow, ...]
     curves: tuple[tuple[str, str], ...]  # (title, svg)
     verdicts: tuple[tuple[str, str], ...]  # (label, paragraph)
-
-
-def metric_direction(metric: str) -> int:
-    """+1 if higher is better, -1 if lower is better, 0 if the name does not say."""
-    tokens = set(metric.lower().replace("-", "_").split("_"))
-    if tokens & set(COMPARE_LOWER_IS_BETTER):
-        return -1
-    if tokens & set(COMPARE_HIGHER_IS_BETTER):
-        return 1
-    return 0
 
 
 # --------------------------------------------------------------------------- reading

@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from robustlab._checks import fail
-from robustlab._constants import REPORT_FILENAME, SCAN_PROBE_ORDER
+from robustlab._constants import (
+    COMPARE_HIGHER_IS_BETTER,
+    COMPARE_LOWER_IS_BETTER,
+    REPORT_FILENAME,
+    SCAN_PROBE_ORDER,
+)
 from robustlab._io import atomic_write_text
 from robustlab.errors import OutputDirError
 from robustlab.scan.probe import _check_name, job_label
@@ -230,15 +235,37 @@ def _sections(store: ResultsStore, run_id: str) -> list[Section]:
     return sections
 
 
-def _headlines(sections: list[Section]) -> list[dict[str, str]]:
+def metric_direction(metric: str) -> int:
+    """+1 if higher is better, -1 if lower is better, 0 if the name does not say.
+
+    Read from the metric name's tokens (:data:`~robustlab._constants.COMPARE_HIGHER_IS_BETTER`,
+    ``COMPARE_LOWER_IS_BETTER``); "lower" words win (``"robust_error"`` is lower-is-better).
+    """
+    tokens = set(metric.lower().replace("-", "_").split("_"))
+    if tokens & set(COMPARE_LOWER_IS_BETTER):
+        return -1
+    if tokens & set(COMPARE_HIGHER_IS_BETTER):
+        return 1
+    return 0
+
+
+def _headlines(sections: list[Section]) -> list[dict[str, Any]]:
+    """Headline rows in report order, with what the scorecard draws.
+
+    ``meter`` is the value as a percentage for unitless values in [0, 1] (ratios: accuracies,
+    rates, AUROC, ECE), else ``None``; ``direction`` is :func:`metric_direction`.
+    """
     out = []
     for s in sections:
         for r in s.results:
             if r.headline:
                 params = {**r.job, **r.params}
+                ratio = not r.unit and math.isfinite(r.value) and 0.0 <= r.value <= 1.0
                 out.append({"probe": s.title, "anchor": s.anchor, "metric": r.metric,
+                            "label": r.metric.replace("_", " "),
                             "params": job_label(params) if params else "", "value": format_value(r.value),
-                            "unit": r.unit})
+                            "unit": r.unit, "meter": round(100.0 * r.value, 1) if ratio else None,
+                            "direction": metric_direction(r.metric)})
     return out
 
 
