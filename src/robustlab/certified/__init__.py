@@ -37,3 +37,9 @@ from robustlab.certified.bounds import bounds, margin_spec, verified, verified_a
 
 __all__ += ["bounds", "margin_spec", "verified", "verified_accuracy"]
 # --- end certified.bounds -----------------------------------------------------------------------
+
+# --- certified.bounds.differentiable (bounds for certified training) ----------------------------
+from robustlab.certified.bounds import differentiable_bounds
+
+__all__ += ["differentiable_bounds"]
+# --- end certified.bounds.differentiable --------------------------------------------------------

@@ -12,9 +12,13 @@ piecewise-linear activation:
 - ``reshape``      ``nn.Flatten``, ``torch.flatten``, ``view``/``reshape`` keeping the batch dimension
 - ``add``          ``a + b`` / ``a - b`` of two traced tensors (residual connections)
 - ``relu``, ``leaky_relu`` (negative slope in [0, 1])
+- ``batchnorm``    only with ``differentiable=True``: a BatchNorm that normalises with the
+                   statistics of the batch (training mode, or no running statistics); the
+                   bounds code turns it into ``scale_shift`` with the clean batch's statistics
 
 Parameters are copied to the dtype and device of the inputs, so the model itself is never
-touched. Anything else raises one error naming the layer or function.
+touched (with ``differentiable=True`` the copies stay attached to the autograd graph, so
+gradients reach the parameters). Anything else raises one error naming the layer or function.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from robustlab._checks import fail
+from robustlab._model_state import eval_mode
 from robustlab.models.layers import Normalize
 
 __all__ = ["Graph", "Op", "trace"]
@@ -65,6 +70,19 @@ class _Tracer(fx.Tracer):
         return isinstance(m, Normalize) or super().is_leaf_module(m, qualname)
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """Copy a model tensor to the bounds' dtype/device; detached unless ``differentiable``."""
+
+    dtype: torch.dtype
+    device: torch.device
+    differentiable: bool
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        t = t if self.differentiable else t.detach()
+        return t.to(dtype=self.dtype, device=self.device)
+
+
 def _unsupported(what: str) -> None:
     fail("model", SUPPORTED_TEXT, f"a model with the unsupported {what}", describe_got=False)
 
@@ -74,8 +92,13 @@ def _elementwise_shape(scale: torch.Tensor, ndim: int) -> torch.Tensor:
     return scale.reshape((-1,) + (1,) * (ndim - 1))
 
 
-def trace(model: nn.Module, x: torch.Tensor) -> Graph:
-    """Trace ``model`` (already in eval mode) on inputs shaped like ``x``; see the module docstring."""
+def trace(model: nn.Module, x: torch.Tensor, *, differentiable: bool = False) -> Graph:
+    """Trace ``model`` on inputs shaped like ``x``; see the module docstring.
+
+    With ``differentiable=False`` (the model is in eval mode) parameters are detached. With
+    ``differentiable=True`` the model's current modes are read: a BatchNorm using batch
+    statistics becomes a ``batchnorm`` op and a Dropout in training mode (``p > 0``) is rejected.
+    """
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds of errors
@@ -87,10 +110,15 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
     ref = next((t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()), None)
     probe = torch.zeros((2,) + tuple(x.shape[1:]), dtype=x.dtype if ref is None else ref.dtype,
                         device=x.device if ref is None else ref.device)
-    with torch.no_grad():
+    # eval mode: a training-mode BatchNorm would update its running statistics and Dropout
+    # would draw from the global RNG; the shapes are the same in both modes
+    with torch.no_grad(), eval_mode(model):
         ShapeProp(gm).propagate(probe)
 
     dd = {"dtype": x.dtype, "device": x.device}
+
+    param = _Copy(x.dtype, x.device, differentiable)
+
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
     consts: dict[fx.Node, Any] = {}
@@ -136,7 +164,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
                 value = getattr(value, part)
             if not isinstance(value, torch.Tensor):
                 _unsupported(f"attribute '{target}'")
-            consts[node] = value.detach().to(**dd)
+            consts[node] = param(value)
         elif op == "output":
             out = node.args[0]
             if not isinstance(out, fx.Node) or out not in index:
@@ -148,7 +176,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
             if not isinstance(src, fx.Node) or src not in index or len(node.args) != 1 or node.kwargs:
                 _unsupported(f"call of layer '{target}' ({type(m).__name__}) on several or constant inputs")
             a = (index[src],)
-            _module_op(m, node, a, add, dd)
+            _module_op(m, node, a, add, param)
         elif op in ("call_function", "call_method"):
             _function_op(node, index, add, const_value, per_example, dd)
         else:  # pragma: no cover - fx has no other node kinds
@@ -158,39 +186,49 @@ def trace(model: nn.Module, x: torch.Tensor) -> Graph:
     return Graph(ops, output)
 
 
-def _module_op(m: nn.Module, node: fx.Node, a: tuple[int, ...], add: Any, dd: dict) -> None:
+def _module_op(m: nn.Module, node: fx.Node, a: tuple[int, ...], add: Any, param: _Copy) -> None:
     name = f"layer {type(m).__name__} ('{node.target}')"
+    differentiable = param.differentiable
     if isinstance(m, nn.Linear):
-        b = m.bias.detach().to(**dd) if m.bias is not None else None
-        add("linear", a, node, weight=m.weight.detach().to(**dd), bias=b)
+        b = param(m.bias) if m.bias is not None else None
+        add("linear", a, node, weight=param(m.weight), bias=b)
     elif isinstance(m, nn.Conv2d):
         if isinstance(m.padding, str) or m.padding_mode != "zeros":
             _unsupported(f"{name} with padding={m.padding!r}, padding_mode={m.padding_mode!r}")
-        b = m.bias.detach().to(**dd) if m.bias is not None else None
-        add("conv", a, node, weight=m.weight.detach().to(**dd), bias=b, stride=m.stride,
+        b = param(m.bias) if m.bias is not None else None
+        add("conv", a, node, weight=param(m.weight), bias=b, stride=m.stride,
             padding=m.padding, dilation=m.dilation, groups=m.groups)
     elif isinstance(m, (nn.ReLU,)):
         add("relu", a, node)
     elif isinstance(m, nn.LeakyReLU):
         _leaky(float(m.negative_slope), a, node, add, name)
     elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if m.running_mean is None or m.running_var is None:
+        batch_stats = m.training or m.running_mean is None or m.running_var is None
+        ndim = len(node.meta["tensor_meta"].shape) - 1
+        if batch_stats and differentiable:
+            add("batchnorm", a, node, weight=None if m.weight is None else param(m.weight),
+                bias=None if m.bias is None else param(m.bias), eps=float(m.eps), layer=name)
+            return
+        if batch_stats:
             _unsupported(f"{name} without running statistics (track_running_stats=False)")
-        var = m.running_var.detach().to(**dd)
-        mean = m.running_mean.detach().to(**dd)
+        var = m.running_var.detach().to(dtype=param.dtype, device=param.device)
+        mean = m.running_mean.detach().to(dtype=param.dtype, device=param.device)
         scale = 1.0 / torch.sqrt(var + m.eps)
         if m.weight is not None:
-            scale = scale * m.weight.detach().to(**dd)
+            scale = scale * param(m.weight)
         shift = -mean * scale
         if m.bias is not None:
-            shift = shift + m.bias.detach().to(**dd)
-        ndim = len(node.meta["tensor_meta"].shape) - 1
+            shift = shift + param(m.bias)
         add("scale_shift", a, node, scale=_elementwise_shape(scale, ndim),
             shift=_elementwise_shape(shift, ndim))
     elif isinstance(m, Normalize):
-        std = m.std.detach().to(**dd)
-        mean = m.mean.detach().to(**dd)
+        std = param(m.std)
+        mean = param(m.mean)
         add("scale_shift", a, node, scale=1.0 / std, shift=-mean / std)
+    elif isinstance(m, nn.Dropout) and m.training and m.p > 0 and differentiable:
+        fail("model", "a model without Dropout in training mode (its output is random; "
+             "call .eval() on the Dropout layers to bound the deterministic network)",
+             f"a model with {name} in training mode (p={m.p})", describe_got=False)
     elif isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
         add("reshape", a, node)
     elif isinstance(m, nn.AvgPool2d):

@@ -47,6 +47,10 @@ auto_LiRPA's ``BoundLinear.interval_propagate`` does for non-Linf perturbations,
 the box clips the ball (inputs near 0 or 1) the bounds are usually tighter than auto_LiRPA's,
 which bound the whole ball.
 
+:func:`differentiable_bounds` returns the same bounds attached to the autograd graph (for IBP and
+CROWN-IBP certified training), using the model in its current mode; see its docstring for
+BatchNorm in training mode (clean batch statistics) and Dropout (refused in training mode).
+
 All bounds are computed in the dtype of ``x`` (use float64 for the tightest rounding); floating
 point rounding in the affine layers is not accounted for (as in IBP/CROWN papers and auto_LiRPA).
 """
@@ -77,7 +81,7 @@ from robustlab._model_state import eval_mode
 from robustlab.certified._graph import Graph, Op, trace
 from robustlab.errors import InvalidTypeError, ShapeError
 
-__all__ = ["bounds", "margin_spec", "verified", "verified_accuracy"]
+__all__ = ["bounds", "differentiable_bounds", "margin_spec", "verified", "verified_accuracy"]
 
 Interval = tuple[torch.Tensor, torch.Tensor]
 
@@ -161,24 +165,117 @@ def bounds(
     lower, upper : Tensor, shape (N, K), or (N, S) when ``C`` is given
     """
     x, eps = _check_common(model, x, eps, norm, method)
-    if C is not None:
-        C = as_tensor("C", C)
-        if C.ndim != 3 or C.shape[0] != x.shape[0]:
-            raise ShapeError(f"The 'C' parameter must have shape (N, S, K) with N = {x.shape[0]}. "
-                             f"Got {tuple(C.shape)} instead.", expected=(x.shape[0],), got=tuple(C.shape))
-        check_finite("C", C)
+    C = _check_spec(C, x)
     with eval_mode(model), torch.no_grad():
         graph = trace(model, x)
-        k_shape = graph.ops[graph.output].shape
-        if len(k_shape) != 1:
-            fail("model", "a model returning logits of shape (N, K)",
-                 f"a model whose output has shape (N, {', '.join(map(str, k_shape))})", describe_got=False)
-        if C is not None and C.shape[2] != k_shape[0]:
-            raise ShapeError(f"The 'C' parameter must have shape (N, S, K) with K = {k_shape[0]} "
-                             f"(the model's number of outputs). Got {tuple(C.shape)} instead.",
-                             expected=(k_shape[0],), got=tuple(C.shape))
-        Cx = None if C is None else C.to(dtype=x.dtype, device=x.device)
-        return _bounds_impl(graph, x, eps, norm, method, Cx)
+        Cx = _check_spec_against(graph, C, x)
+        return _bounds_impl(graph, x, eps, norm, (method,), Cx)[method]
+
+
+def differentiable_bounds(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    methods: Any = ("ibp",),
+    C: torch.Tensor | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The bounds of :func:`bounds`, differentiable with respect to the model's parameters.
+
+    For certified training (IBP: Gowal et al. 2018, Sec. 3; CROWN-IBP: Zhang et al. 2020,
+    Sec. 3): the returned tensors are attached to the autograd graph, so a loss built on them
+    back-propagates to every parameter with ``requires_grad=True`` (and to ``x`` if it requires
+    a gradient). The numbers are those of :func:`bounds` for the same network; with several
+    methods the IBP pass is computed once and shared ("ibp" and "crown-ibp" use the same
+    intervals).
+
+    The model is used in its **current** mode and is not modified (modes, ``requires_grad``,
+    parameters and buffers, running statistics included, stay as they are):
+
+    - BatchNorm in eval mode normalises with its running statistics, as in :func:`bounds`.
+    - BatchNorm in training mode (or without running statistics) normalises with the mean and
+      (biased) variance of the *clean* batch ``x`` at its input, which are then constants of
+      the bounded network, gradients flowing through them as in an ordinary training-mode
+      forward. This is auto_LiRPA's default for BatchNorm in training mode
+      (Verified-Intelligence/auto_LiRPA ``auto_LiRPA/operators/normalization.py``,
+      ``BoundBatchNormalization``, ``bn`` mode ``"forward"``: "mean and variance estimated from
+      clean forward pass") and what the IBP reference implementation does
+      (deepmind/interval-bound-propagation ``interval_bound_propagation/src/layers.py``: its
+      ``BatchNorm`` keeps the statistics of the nominal pass and propagates bounds with them).
+      The bounds are therefore sound for *the network whose BatchNorm layers use the clean
+      batch's statistics* (contained outputs at every point of the set), not for a network
+      that would renormalise each perturbed batch with its own statistics. Running statistics
+      are not updated here (the trainer's clean forward does that). A BatchNorm layer whose
+      batch has a single value per channel raises (as PyTorch does).
+    - Dropout in training mode (``p > 0``) raises an error naming the layer: its output is
+      random, so there is no fixed network to bound.
+
+    Parameters
+    ----------
+    model : nn.Module
+        As for :func:`bounds`.
+    x : Tensor, shape (N, ...)
+        Clean inputs in [0, 1].
+    eps : float, >= 0
+    norm : {"linf", "l2"}
+    methods : sequence of {"ibp", "crown-ibp", "crown"}, default ("ibp",)
+        Methods to compute (a single name is accepted too); repeated names count once.
+    C : Tensor, shape (N, S, K), optional
+        Specification, as for :func:`bounds`.
+
+    Returns
+    -------
+    dict mapping each method to ``(lower, upper)``, each of shape (N, K) or (N, S)
+    """
+    x, eps = _check_common(model, x, eps, norm, "ibp")
+    methods = _check_methods(methods)
+    C = _check_spec(C, x)
+    graph = trace(model, x, differentiable=True)
+    Cx = _check_spec_against(graph, C, x)
+    graph = _with_batch_statistics(graph, x)
+    return _bounds_impl(graph, x, eps, norm, methods, Cx)
+
+
+def _check_methods(methods: Any) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    if not isinstance(methods, (list, tuple)) or not methods:
+        fail("methods", f"a non-empty sequence of names from {list(CERTIFIED_METHODS)}", methods)
+    for m in methods:
+        check_choice("methods", m, CERTIFIED_METHODS)
+    return tuple(dict.fromkeys(methods))
+
+
+def _check_spec(C: Any, x: torch.Tensor) -> torch.Tensor | None:
+    if C is None:
+        return None
+    C = as_tensor("C", C)
+    if C.ndim != 3 or C.shape[0] != x.shape[0]:
+        raise ShapeError(f"The 'C' parameter must have shape (N, S, K) with N = {x.shape[0]}. "
+                         f"Got {tuple(C.shape)} instead.", expected=(x.shape[0],), got=tuple(C.shape))
+    check_finite("C", C)
+    return C
+
+
+def _check_logits_shape(graph: Graph) -> tuple[int, ...]:
+    k_shape = graph.ops[graph.output].shape
+    if len(k_shape) != 1:
+        fail("model", "a model returning logits of shape (N, K)",
+             f"a model whose output has shape (N, {', '.join(map(str, k_shape))})", describe_got=False)
+    return k_shape
+
+
+def _check_spec_against(graph: Graph, C: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """Check the model's output and ``C``'s K; return ``C`` in ``x``'s dtype and device."""
+    k_shape = _check_logits_shape(graph)
+    if C is None:
+        return None
+    if C.shape[2] != k_shape[0]:
+        raise ShapeError(f"The 'C' parameter must have shape (N, S, K) with K = {k_shape[0]} "
+                         f"(the model's number of outputs). Got {tuple(C.shape)} instead.",
+                         expected=(k_shape[0],), got=tuple(C.shape))
+    return C.to(dtype=x.dtype, device=x.device)
 
 
 def verified(
@@ -199,15 +296,12 @@ def verified(
     labels = check_labels("labels", labels, n=x.shape[0])
     with eval_mode(model), torch.no_grad():
         graph = trace(model, x)
-        k_shape = graph.ops[graph.output].shape
-        if len(k_shape) != 1:
-            fail("model", "a model returning logits of shape (N, K)",
-                 f"a model whose output has shape (N, {', '.join(map(str, k_shape))})", describe_got=False)
+        k_shape = _check_logits_shape(graph)
         labels = check_labels("labels", labels, num_classes=k_shape[0], n=x.shape[0])
         if k_shape[0] < 2:
             return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         C = margin_spec(labels.to(x.device), k_shape[0]).to(dtype=x.dtype)
-        lower, _ = _bounds_impl(graph, x, eps, norm, method, C)
+        lower, _ = _bounds_impl(graph, x, eps, norm, (method,), C)[method]
     return (lower > 0).all(dim=1)
 
 
@@ -226,21 +320,30 @@ def verified_accuracy(
 
 
 # ----------------------------------------------------------------------------- implementation
-def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, method: str,
-                 C: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, methods: tuple[str, ...],
+                 C: torch.Tensor | None) -> dict[str, Interval]:
+    """Bounds of every method in ``methods``; "ibp" and "crown-ibp" share one IBP pass."""
     ops = graph.ops
     if x.shape[0] == 0:
         s = ops[graph.output].shape[0] if C is None else C.shape[1]
         empty = x.new_zeros((0, s))
-        return empty, empty.clone()
-    if method == "ibp":
-        return _ibp(graph, x, eps, norm, C)
+        return {m: (empty, empty.clone()) for m in methods}
     relu_inputs = {op.args[0] for op in ops if op.kind in ("relu", "leaky_relu")}
-    pre: dict[int, Interval] = {}
-    if method == "crown-ibp":
-        ibp = _ibp_all(graph, x, eps, norm)
-        pre = {i: ibp[i] for i in relu_inputs}
-    else:  # crown: pre-activation bounds by CROWN, layer by layer (IBP where it is already exact)
+    out: dict[str, Interval] = {}
+    if "ibp" in methods or "crown-ibp" in methods:
+        elide = C is not None and ops[graph.output].kind == "linear"
+        need = []
+        if "ibp" in methods:
+            need.append(graph.output - 1 if elide else graph.output)
+        if "crown-ibp" in methods:
+            need.append(max(relu_inputs, default=0))
+        ibp = _ibp_all(graph, x, eps, norm, upto=max(need))
+        if "ibp" in methods:
+            out["ibp"] = _ibp_output(graph, ibp, C)
+        if "crown-ibp" in methods:
+            out["crown-ibp"] = _crown_output(graph, x, eps, norm, {i: ibp[i] for i in relu_inputs}, C)
+    if "crown" in methods:  # pre-activation bounds by CROWN, layer by layer (IBP where exact)
+        pre: dict[int, Interval] = {}
 
         def refine(i: int, lo: torch.Tensor, hi: torch.Tensor, exact: bool) -> Interval:
             if i in relu_inputs:
@@ -250,12 +353,78 @@ def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, method: s
             return lo, hi
 
         _ibp_all(graph, x, eps, norm, refine=refine, upto=max(relu_inputs, default=0))
-    n, k = x.shape[0], ops[graph.output].shape[0]
+        out["crown"] = _crown_output(graph, x, eps, norm, pre, C)
+    return {m: out[m] for m in methods}
+
+
+def _crown_output(graph: Graph, x: torch.Tensor, eps: float, norm: str, pre: dict[int, Interval],
+                  C: torch.Tensor | None) -> Interval:
+    """One CROWN backward pass from the output (spec ``C``, identity if None) given ``pre``."""
+    n, k = x.shape[0], graph.ops[graph.output].shape[0]
     if C is None:
         C = torch.eye(k, dtype=x.dtype, device=x.device).expand(n, k, k)
     s = C.shape[1]
     lower_all = _backward(graph, graph.output, torch.cat([C, -C], dim=1), x, eps, norm, pre)
     return lower_all[:, :s], -lower_all[:, s:]
+
+
+def _with_batch_statistics(graph: Graph, x: torch.Tensor) -> Graph:
+    """Replace each ``batchnorm`` op by the ``scale_shift`` of the clean batch's statistics.
+
+    A clean forward pass through the graph gives each such layer's input ``v`` on ``x``; its
+    per-channel mean and biased variance over the batch (and spatial) dimensions make the
+    layer the affine map ``(v - mean) / sqrt(var + eps) * weight + bias`` (as PyTorch's
+    training-mode BatchNorm computes it on ``x``).
+    """
+    if not any(op.kind == "batchnorm" for op in graph.ops):
+        return graph
+    ops = list(graph.ops)
+    values: list[torch.Tensor] = []
+    n = x.shape[0]
+    for i, op in enumerate(ops):
+        if op.kind == "input":
+            values.append(x)
+            continue
+        if op.kind == "batchnorm":
+            v = values[op.args[0]]
+            dims = [0] + list(range(2, v.ndim))
+            if v.numel() // max(1, v.shape[1]) <= 1:
+                fail("x", f"a batch with more than one value per channel for {op.params['layer']} "
+                     "in training mode", f"a batch of {n}", describe_got=False)
+            mean, var = v.mean(dims), v.var(dims, unbiased=False)
+            p = op.params
+            scale = 1.0 / torch.sqrt(var + p["eps"])
+            if p["weight"] is not None:
+                scale = scale * p["weight"]
+            shift = -mean * scale
+            if p["bias"] is not None:
+                shift = shift + p["bias"]
+            view = (-1,) + (1,) * (v.ndim - 2)
+            ops[i] = Op("scale_shift", op.args, op.shape, {"scale": scale.reshape(view),
+                                                          "shift": shift.reshape(view)}, op.name)
+        values.append(_forward_op(ops[i], values, n))
+    return Graph(ops, graph.output)
+
+
+def _forward_op(op: Op, values: list[torch.Tensor], n: int) -> torch.Tensor:
+    """The value of one (non-input) operation given its inputs' values."""
+    v, p = values[op.args[0]], op.params
+    if op.kind in ("linear", "conv"):
+        return _affine_forward(op)(v, p["weight"], p["bias"])
+    if op.kind == "scale_shift":
+        return v * p["scale"] + p["shift"]
+    if op.kind == "reshape":
+        return v.reshape((n,) + op.shape)
+    if op.kind in ("avgpool", "adaptive_avgpool"):
+        return _pool_forward(op)(v)
+    if op.kind == "add":
+        c1, c2 = p["coef"]
+        return c1 * v + c2 * values[op.args[1]]
+    if op.kind == "relu":
+        return v.clamp(min=0)
+    if op.kind == "leaky_relu":
+        return F.leaky_relu(v, p["slope"])
+    raise AssertionError(op.kind)  # pragma: no cover - trace() only emits the kinds above
 
 
 def _input_box(x: torch.Tensor, eps: float) -> Interval:
@@ -292,7 +461,7 @@ def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str, *, refine: An
             if op.args[0] in exact and norm == "l2":
                 c, sc = exact[op.args[0]]
                 sq = (sc * sc).expand(c.shape[1:]).unsqueeze(0)
-                dev = eps * f(sq, p["weight"] ** 2, None).clamp(min=0).sqrt()
+                dev = eps * _sqrt0(f(sq, p["weight"] ** 2, None))
                 centre = f(c, p["weight"], p["bias"])
                 res = (torch.maximum(res[0], centre - dev), torch.minimum(res[1], centre + dev))
             out.append(res)
@@ -329,12 +498,18 @@ def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str, *, refine: An
     return out
 
 
-def _ibp(graph: Graph, x: torch.Tensor, eps: float, norm: str,
-         C: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _sqrt0(v: torch.Tensor) -> torch.Tensor:
+    """``sqrt(max(v, 0))`` with a zero (not NaN) gradient where ``v <= 0``."""
+    pos = v > 0
+    return torch.where(pos, torch.where(pos, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
+
+
+def _ibp_output(graph: Graph, iv: list[Interval], C: torch.Tensor | None) -> Interval:
+    """IBP bounds of the output (or of ``C @ output``) from the intervals ``iv`` of the ops
+    (up to the output, or up to its input when the last layer is a Linear merged with ``C``)."""
     ops = graph.ops
     last = ops[graph.output]
     if C is None or last.kind != "linear":
-        iv = _ibp_all(graph, x, eps, norm)
         lo, hi = iv[graph.output]
         if C is None:
             return lo, hi
@@ -343,7 +518,6 @@ def _ibp(graph: Graph, x: torch.Tensor, eps: float, norm: str,
         cr = torch.einsum("nsk,nk->ns", C.abs(), rad)
         return cm - cr, cm + cr
     # elision of the last layer (Gowal et al. 2018, Sec. 3): bound C W z + C b directly
-    iv = _ibp_all(Graph(ops[: graph.output], graph.output - 1), x, eps, norm)
     lo, hi = iv[last.args[0]]
     mid, rad = (hi + lo) / 2, (hi - lo) / 2
     w, b = last.params["weight"], last.params["bias"]
