@@ -746,3 +746,35 @@ CERTIFIED_METHODS = ("ibp", "crown", "crown-ibp")
 #: CROWN's intermediate (identity-specification) backward passes are chunked over neurons so
 #: that one chunk's coefficients hold at most about this many elements (2**24 floats = 64 MiB).
 CERTIFIED_CROWN_CHUNK_ELEMENTS = 2**24
+
+# --- detection: auto layers/eps and the scan probe (robustlab.detection.mahalanobis, .probe) ----
+#: The value of Mahalanobis' ``layers`` / ``eps`` that asks ``fit`` to choose them.
+MAHALANOBIS_AUTO = "auto"
+#: At most this many block ends (activation outputs) in an automatic layer ensemble, plus the
+#: penultimate layer (Lee et al. 2018 use 4 block outputs + the first conv on ResNet-34).
+MAHALANOBIS_AUTO_MAX_LAYERS = 4
+#: Inputs of the one forward pass that finds the automatic layers.
+MAHALANOBIS_AUTO_PROBE_INPUTS = 8
+#: eps="auto" fits the ensemble on one half of each validation set and scores the other half:
+#: each half needs at least this many inputs.
+MAHALANOBIS_MIN_HALF = 2
+#: Detection probe defaults: detectors run, in report order.
+DET_PROBE_DETECTORS = ("msp", "energy", "knn", "mahalanobis")
+#: Examples of the evaluation data the probe uses at most (split into fit / evaluation halves).
+DET_PROBE_NUM_EXAMPLES = 1000
+#: kNN's k in the probe: the fit half of a small evaluation set is a tiny feature bank (digits:
+#: 180 examples, 18 per class), so Sun et al.'s k = 50 (for 50,000 training images) would reach
+#: into other classes; the probe uses k = 10 (never more than the bank's size).
+DET_PROBE_KNN_K = 10
+#: The corruption (at severity 5) that makes the "corrupted" OOD set of images.
+DET_PROBE_CORRUPTION = "gaussian_noise"
+DET_PROBE_CORRUPTION_SEVERITY = 5
+#: Tabular "gaussian_shift" OOD set: per-feature mean + shift * std, std * scale (fit-half moments).
+DET_PROBE_TABULAR_SHIFT = 2.0
+DET_PROBE_TABULAR_SCALE = 2.0
+#: APGD-CE steps for the adversarial inputs the detectors must flag (AutoAttack's 100).
+DET_PROBE_ATTACK_STEPS = 100
+#: Fewest in / out inputs a detection metric is reported on.
+DET_PROBE_MIN_EXAMPLES = 2
+#: Bins of the score histograms.
+DET_PROBE_HIST_BINS = 30

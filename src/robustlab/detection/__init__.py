@@ -24,3 +24,10 @@ __all__ = [
     "evaluate_detector",
     "model_logits",
 ]
+
+# --- detection: automatic layer ensemble; probe.py registers the scan probe "detection" and is
+# imported by the scan, not here ---
+from robustlab.detection._features import auto_layers
+
+__all__ += ["auto_layers"]
+# --- end detection: automatic layer ensemble ---

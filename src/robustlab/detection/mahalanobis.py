@@ -13,9 +13,19 @@ import numpy as np
 import torch
 
 from robustlab._checks import check_int, check_labels, check_number, fail
-from robustlab._constants import EVAL_BATCH_SIZE, MAHALANOBIS_EPS, PENULTIMATE
+from robustlab._constants import (
+    EVAL_BATCH_SIZE,
+    MAHALANOBIS_AUTO,
+    MAHALANOBIS_AUTO_MAX_LAYERS,
+    MAHALANOBIS_AUTO_PROBE_INPUTS,
+    MAHALANOBIS_EPS,
+    MAHALANOBIS_EPS_GRID,
+    MAHALANOBIS_MIN_HALF,
+    PENULTIMATE,
+)
 from robustlab._model_state import frozen_params
 from robustlab.detection._features import (
+    auto_layers,
     check_batch_inputs,
     check_module,
     forward_features,
@@ -41,21 +51,33 @@ class Mahalanobis:
 
     Parameters
     ----------
-    layers : sequence of str, default ("penultimate",)
+    layers : sequence of str or "auto", default ("penultimate",)
         Module names (``model.named_modules()``) whose outputs are the features, or
         ``"penultimate"``: the input of the model's last ``nn.Linear``. Feature maps
         ``(N, C, H, W)`` are average-pooled per channel to ``(N, C)`` (Lee et al., Sec. 2.2).
-    eps : float >= 0, default MAHALANOBIS_EPS (0.0014)
+        ``"auto"``: the ends of the model's blocks and the penultimate layer, chosen in ``fit``
+        by :func:`~robustlab.detection._features.auto_layers` (at most
+        ``MAHALANOBIS_AUTO_MAX_LAYERS`` = 4 activation outputs, evenly spaced, plus
+        ``"penultimate"``), the paper's layer ensemble without naming layers.
+    eps : float >= 0 or "auto", default MAHALANOBIS_EPS (0.0014)
         Pre-processing magnitude. Lee et al. choose it per task on validation data from the grid
         ``MAHALANOBIS_EPS_GRID = (0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)``
         (deep_Mahalanobis_detector OOD_Generate_Mahalanobis.py ``m_list``); the default is the grid
-        member ODIN also uses. ``eps=0`` switches pre-processing off (exactly).
+        member ODIN also uses. ``eps=0`` switches pre-processing off (exactly). ``"auto"`` does
+        the paper's selection in ``fit`` (it needs ``val_in`` and ``val_out``): for each grid value
+        the logistic ensemble is fit on the first half of each validation set and scored on the
+        second half; the value with the lowest FPR at 95% TPR there wins (ties: higher AUROC, then
+        the smaller eps), as the reference's regression scripts pick the best TNR at TPR 95% on
+        their validation split; the ensemble is then refit on all validation inputs.
     batch_size : int >= 1, default EVAL_BATCH_SIZE
         Inputs per forward pass (memory only).
 
     Attributes
     ----------
     layers_ : tuple of str
+        The layers used (``layers``, or the ones ``"auto"`` chose).
+    eps_ : float
+        The pre-processing magnitude used (``eps``, or the one ``"auto"`` chose).
     classes_ : Tensor (K,), int64
         Class labels seen in ``fit`` (one Gaussian each).
     means_ : list of Tensor (K, F_l), float64
@@ -102,15 +124,23 @@ class Mahalanobis:
         self.batch_size = batch_size
 
     # ------------------------------------------------------------------------------ validation
-    def _check_settings(self) -> tuple[tuple[str, ...], float, int]:
+    def _check_settings(self) -> tuple[tuple[str, ...] | str, float | str, int]:
+        """``(layers, eps, batch_size)``; ``layers`` and ``eps`` may be ``"auto"``."""
         layers = self.layers
-        if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers \
+        if isinstance(layers, str) and layers == MAHALANOBIS_AUTO:
+            pass
+        elif isinstance(layers, str) or not isinstance(layers, Sequence) or not layers \
                 or not all(isinstance(n, str) for n in layers):
-            fail("layers", "a non-empty sequence of module names", layers, error=InvalidTypeError)
-        if len(set(layers)) != len(layers):
+            fail("layers", "a non-empty sequence of module names or 'auto'", layers,
+                 error=InvalidTypeError)
+        elif len(set(layers)) != len(layers):
             fail("layers", "a sequence of distinct module names", layers)
-        eps = check_number("eps", self.eps, low=0.0)
-        return tuple(layers), eps, check_int("batch_size", self.batch_size, low=1)
+        else:
+            layers = tuple(layers)
+        eps = self.eps
+        if not (isinstance(eps, str) and eps == MAHALANOBIS_AUTO):
+            eps = check_number("eps", eps, low=0.0)
+        return layers, eps, check_int("batch_size", self.batch_size, low=1)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "precision_"):
@@ -131,15 +161,27 @@ class Mahalanobis:
             Their labels (ground truth, as in the paper).
         val_in, val_out : Tensor (N_in, ...) and (N_out, ...), optional
             Validation in- and out-of-distribution inputs (e.g. clean and adversarial/OOD
-            examples) on which the logistic-regression ensemble is fit. Both or neither.
+            examples) on which the logistic-regression ensemble is fit (and ``eps="auto"``
+            chooses the pre-processing magnitude). Both or neither.
         """
-        layers, _, bs = self._check_settings()
+        layers, eps, bs = self._check_settings()
         model = check_module("model", model)
         inputs = check_batch_inputs("inputs", inputs)
         labels = check_labels("labels", labels, n=inputs.shape[0]).to(inputs.device)
         if (val_in is None) != (val_out is None):
             fail("val_out" if val_out is None else "val_in",
                  "given together with the other validation set (both or neither)", None)
+        if eps == MAHALANOBIS_AUTO:
+            if val_in is None:
+                fail("eps", "a number >= 0 when no validation inputs are given ('auto' chooses it "
+                     "on val_in/val_out)", "'auto'", describe_got=False)
+            for name, v in (("val_in", val_in), ("val_out", val_out)):
+                if check_batch_inputs(name, v).shape[0] < 2 * MAHALANOBIS_MIN_HALF:
+                    fail(name, f"at least {2 * MAHALANOBIS_MIN_HALF} inputs when eps='auto' (half "
+                         "fit the ensemble, half choose eps)", v)
+        if layers == MAHALANOBIS_AUTO:
+            layers = auto_layers(model, inputs[:MAHALANOBIS_AUTO_PROBE_INPUTS],
+                                 max_layers=MAHALANOBIS_AUTO_MAX_LAYERS)
         resolved = resolve_layers(model, layers)
         classes, y = torch.unique(labels, return_inverse=True)
         num_classes = classes.numel()
@@ -170,28 +212,50 @@ class Mahalanobis:
         self.layers_ = layers
         self.classes_ = classes
         self.combiner_ = None
-        if val_in is not None:
-            self.combiner_ = self._fit_combiner(model, val_in, val_out)
+        self.eps_ = eps
+        if val_in is None:
+            return self
+        val_in, val_out = check_batch_inputs("val_in", val_in), check_batch_inputs("val_out", val_out)
+        if eps == MAHALANOBIS_AUTO:
+            self.eps_, self.combiner_ = self._select_eps(model, val_in, val_out)
+        else:
+            self.combiner_ = _fit_logistic(self._val_scores(model, val_in, eps),
+                                           self._val_scores(model, val_out, eps))
         return self
 
-    def _fit_combiner(self, model: torch.nn.Module, val_in: Any, val_out: Any):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+    def _val_scores(self, model: torch.nn.Module, x: torch.Tensor, eps: float) -> np.ndarray:
+        resolved = resolve_layers(model, self.layers_)
+        bs = check_int("batch_size", self.batch_size, low=1)
+        out = [self._batch_scores(model, x[i:i + bs], resolved, eps) for i in range(0, x.shape[0], bs)]
+        # the dtype of layer_scores (what score() feeds the fitted ensemble)
+        return torch.cat(out).to(x.dtype).detach().cpu().double().numpy()
 
-        s_in = self.layer_scores(model, check_batch_inputs("val_in", val_in)).cpu().double().numpy()
-        s_out = self.layer_scores(model, check_batch_inputs("val_out", val_out)).cpu().double().numpy()
-        x = np.concatenate([s_in, s_out])
-        y = np.concatenate([np.ones(len(s_in)), np.zeros(len(s_out))])
-        return make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    def _select_eps(self, model: torch.nn.Module, val_in: torch.Tensor, val_out: torch.Tensor):
+        """Lee et al.'s choice of the pre-processing magnitude on validation data (see ``eps``)."""
+        from robustlab.detection.metrics import detection_metrics
+
+        h_in, h_out = val_in.shape[0] // 2, val_out.shape[0] // 2
+        best = None
+        for e in sorted(MAHALANOBIS_EPS_GRID):
+            s_in, s_out = self._val_scores(model, val_in, e), self._val_scores(model, val_out, e)
+            comb = _fit_logistic(s_in[:h_in], s_out[:h_out])
+            m = detection_metrics(comb.decision_function(s_in[h_in:]), comb.decision_function(s_out[h_out:]))
+            key = (m.fpr_at_95_tpr, -m.auroc)
+            if best is None or key < best[0]:  # strict: ties keep the smaller eps
+                best = (key, e, s_in, s_out)
+        _, e, s_in, s_out = best
+        return e, _fit_logistic(s_in, s_out)
 
     # ------------------------------------------------------------------------------ scoring
     def layer_scores(self, model: Any, inputs: Any) -> torch.Tensor:
         """Per-layer confidence scores :math:`M_\\ell(\\hat x)`, float ``(N, L)``; higher = more in."""
         self._check_fitted()
         layers, eps, bs = self._check_settings()
-        if layers != self.layers_:
+        if layers != MAHALANOBIS_AUTO and layers != self.layers_:
             fail("layers", f"the layers used in fit {self.layers_}", layers)
+        layers = self.layers_
+        if eps == MAHALANOBIS_AUTO:
+            eps = self.eps_
         model = check_module("model", model)
         inputs = check_batch_inputs("inputs", inputs)
         resolved = resolve_layers(model, layers)
@@ -244,3 +308,14 @@ class Mahalanobis:
             return s.mean(dim=1)
         z = self.combiner_.decision_function(s.detach().cpu().double().numpy())
         return torch.as_tensor(z, dtype=s.dtype, device=s.device)
+
+
+def _fit_logistic(s_in: np.ndarray, s_out: np.ndarray):
+    """StandardScaler + LogisticRegression on per-layer scores, in = 1, out = 0."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([s_in, s_out])
+    y = np.concatenate([np.ones(len(s_in)), np.zeros(len(s_out))])
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
