@@ -76,7 +76,7 @@ def splits(seed: int):
     for c in range(train.num_classes):
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(idx.numel(), generator=g)]
-        k = int(round(HOLDOUT * idx.numel()))
+        k = round(HOLDOUT * idx.numel())
         held.append(idx[:k])
         fit.append(idx[k:])
     fit_idx, held_idx = torch.cat(fit).sort().values, torch.cat(held).sort().values
@@ -135,7 +135,13 @@ def calibration(model, held, test) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 2. detection
 def detection(model, train, held, test, *, seed: int, pgd_examples: int) -> dict[str, Any]:
     from robustlab.adversarial import fgsm, pgd
-    from robustlab.detection import KNN, Energy, Mahalanobis, MaxSoftmax, detection_metrics
+    from robustlab.detection import (
+        KNN,
+        Energy,
+        Mahalanobis,
+        MaxSoftmax,
+        detection_metrics,
+    )
     from robustlab.detection.probe import make_ood_sets
 
     (xtr, ytr), (xh, yh), (xt, yt) = train.tensors(), held.tensors(), test.tensors()
@@ -169,9 +175,14 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 
 def signatures(base, train, test, *, seed: int, epochs: int, scales) -> dict[str, Any]:
+    from robustlab.repair.signatures import (
+        apply_signature,
+        extract_signature,
+        quantize_signature,
+    )
+
     from robustlab.corruptions import corrupt
     from robustlab.data import Dataset
-    from robustlab.repair.signatures import apply_signature, extract_signature, quantize_signature
 
     (xtr, ytr), (xt, yt) = train.tensors(), test.tensors()
     g = torch.Generator().manual_seed(seed + 11)
@@ -232,11 +243,11 @@ def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
         else:
             lines.append(f"| {name} | {METHODS[name][1]} | {m['accuracy']:.4f} | {m['train_s']:.1f} |")
     lines += ["", "## 1. Calibration before and after post-hoc scaling", "",
-              "ECE: 15 equal-width bins, top-label (Guo et al. 2017). Scalers fitted by L-BFGS on the held-out "
+              ("ECE: 15 equal-width bins, top-label (Guo et al. 2017). Scalers fitted by L-BFGS on the held-out "
               "split's logits (robustlab.calibration.TemperatureScaling / VectorScaling). Vector scaling may change "
-              "predictions (its accuracy is in the last column); temperature scaling never does.", "",
-              "| objective | accuracy | ECE | NLL | Brier | T | ECE (T) | NLL (T) | Brier (T) | ECE (vector) | "
-              "NLL (vector) | Brier (vector) | accuracy (vector) |",
+              "predictions (its accuracy is in the last column); temperature scaling never does."), "",
+              ("| objective | accuracy | ECE | NLL | Brier | T | ECE (T) | NLL (T) | Brier (T) | ECE (vector) | "
+              "NLL (vector) | Brier (vector) | accuracy (vector) |"),
               "|---|" + "---|" * 12]
     for name, c in res["calibration"].items():
         if "error" in c:
@@ -257,8 +268,8 @@ def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
                "split, layers and eps chosen automatically (`layers=\"auto\"`, `eps=\"auto\"`), ensemble weights "
                "and eps fitted on the held-out split against its FGSM examples (eps 0.1) — no OOD set is seen."),
               "",
-              "| objective | detector | AUROC uniform | AUROC permuted | AUROC corrupted | mean OOD AUROC | "
-              "FPR95 permuted | FPR95 corrupted | AUROC PGD | FPR95 PGD | pairs |",
+              ("| objective | detector | AUROC uniform | AUROC permuted | AUROC corrupted | mean OOD AUROC | "
+              "FPR95 permuted | FPR95 corrupted | AUROC PGD | FPR95 PGD | pairs |"),
               "|---|---|" + "---|" * 9]
     notes = []
     for name, d in res["detection"].items():
@@ -288,15 +299,15 @@ def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
              "`quantize_signature(sig, 8 | 4)`. Corrupted accuracy: the test split with the same corruption "
              "(fresh noise). The patched model is `apply_signature(base, sig, scale=s)`."),
             "",
-            f"Base: clean {s['base']['clean']:.4f}, corrupted {s['base']['corrupted']:.4f}. Fine-tuned: clean "
-            f"{s['tuned']['clean']:.4f}, corrupted {s['tuned']['corrupted']:.4f} ({s['tune_s']:.1f} s).",
+            (f"Base: clean {s['base']['clean']:.4f}, corrupted {s['base']['corrupted']:.4f}. Fine-tuned: clean "
+            f"{s['tuned']['clean']:.4f}, corrupted {s['tuned']['corrupted']:.4f} ({s['tune_s']:.1f} s)."),
             "",
-            "| signature | bytes | size / full weights | clean acc (s=1) | corrupted acc (s=1) | corrupted gain | "
-            "clean cost |",
+            ("| signature | bytes | size / full weights | clean acc (s=1) | corrupted acc (s=1) | corrupted gain | "
+            "clean cost |"),
             "|---|---|---|---|---|---|---|",
-            f"| full weight copy | {s['full_bytes']} | 1.000 | {s['tuned']['clean']:.4f} | "
+            (f"| full weight copy | {s['full_bytes']} | 1.000 | {s['tuned']['clean']:.4f} | "
             f"{s['tuned']['corrupted']:.4f} | {s['tuned']['corrupted'] - s['base']['corrupted']:+.4f} | "
-            f"{s['base']['clean'] - s['tuned']['clean']:+.4f} |",
+            f"{s['base']['clean'] - s['tuned']['clean']:+.4f} |"),
         ]
         for name, v in s["variants"].items():
             one = next(c for c in v["curve"] if c[0] == 1.0)
