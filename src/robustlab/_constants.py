@@ -778,3 +778,9 @@ DET_PROBE_ATTACK_STEPS = 100
 DET_PROBE_MIN_EXAMPLES = 2
 #: Bins of the score histograms.
 DET_PROBE_HIST_BINS = 30
+
+# --- certified: bounds (speed) ----
+#: CROWN back-propagates through a Conv2d as one matrix product (its dense matrix, or the matrix
+#: between patch windows) when that matrix has at most this many entries (2**22 floats = 16 MiB),
+#: else with conv_transpose2d.
+CERTIFIED_CONV_MATRIX_ELEMENTS = 2**22

@@ -61,6 +61,8 @@ class Graph:
 
     ops: list[Op]
     output: int
+    #: per-call memo of derived tensors (convolution matrices), filled by the bounds code
+    cache: dict[Any, Any] = field(default_factory=dict)
 
 
 class _Tracer(fx.Tracer):

@@ -73,6 +73,7 @@ from robustlab._checks import (
     fail,
 )
 from robustlab._constants import (
+    CERTIFIED_CONV_MATRIX_ELEMENTS,
     CERTIFIED_CROWN_CHUNK_ELEMENTS,
     CERTIFIED_METHODS,
     CERTIFIED_NORMS,
@@ -548,34 +549,59 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
                 pre: dict[int, Interval], lo: torch.Tensor, hi: torch.Tensor) -> Interval:
     """CROWN bounds of operation ``idx``, intersected with its IBP interval ``(lo, hi)``.
 
-    Only neurons unstable (``lo < 0 < hi``) for some example of the batch are recomputed: the
-    relaxation of a neuron that IBP already proves stable is exact whatever its bounds (the same
-    saving as auto_LiRPA's sparse intermediate bounds, ``backward_bound.py``
-    ``restore_sparse_bounds``, which keeps the IBP reference bounds elsewhere). Identity
-    specifications are chunked so one chunk's coefficients stay below
+    Only the neurons that IBP leaves unstable (``lo < 0 < hi``) are recomputed, and each
+    example only for its own unstable neurons: one backward row per (example, neuron) pair. The
+    relaxation of a neuron that IBP proves stable is exact whatever its bounds, so the other
+    neurons keep their IBP interval (auto_LiRPA's sparse intermediate bounds do the same with
+    the union of the batch's unstable neurons, ``backward_bound.py`` ``get_sparse_C`` /
+    ``restore_sparse_bounds``; per example, an example's bounds do not depend on the rest of its
+    batch). Rows are chunked so one chunk's coefficients stay below
     ``CERTIFIED_CROWN_CHUNK_ELEMENTS``.
+
+    When every operation between the input and ``idx`` is convolution-like (see
+    :func:`_patch_plan`), the rows are propagated as *patches*: the coefficients of one neuron
+    are nonzero only on its receptive field, so each row keeps just that window, as
+    auto_LiRPA's ``conv_mode='patches'`` does (``auto_LiRPA/patches.py``; Xu et al. 2020,
+    "Automatic perturbation analysis for scalable certified robustness and beyond", Sec. 3.3 /
+    Appendix). Otherwise a row is a dense coefficient map of each layer's full shape.
     """
     n = x.shape[0]
-    shape = graph.ops[idx].shape
-    flat_lo, flat_hi = lo.reshape(n, -1).clone(), hi.reshape(n, -1).clone()
-    unstable = ((flat_lo < 0) & (flat_hi > 0)).any(dim=0).nonzero().flatten()
-    m = unstable.numel()
-    if m == 0:
+    ops = graph.ops
+    shape = ops[idx].shape
+    flat_lo, flat_hi = lo.reshape(n, -1), hi.reshape(n, -1)
+    ex, neuron = ((flat_lo < 0) & (flat_hi > 0)).nonzero(as_tuple=True)
+    total_rows = ex.numel()
+    if total_rows == 0:
         return lo, hi
-    widest = max(math.prod(op.shape) for op in graph.ops[: idx + 1])
-    chunk = max(1, min(m, CERTIFIED_CROWN_CHUNK_ELEMENTS // max(1, 2 * n * widest)))
-    total = flat_lo.shape[1]
-    for start in range(0, m, chunk):
-        sel = unstable[start:start + chunk]
-        rows = torch.zeros((sel.numel(), total), dtype=x.dtype, device=x.device)
-        rows[torch.arange(sel.numel(), device=x.device), sel] = 1.0
-        spec = torch.cat([rows, -rows], dim=0).reshape((1, -1) + shape).expand((n, -1) + shape)
-        lower = _backward(graph, idx, spec, x, eps, norm, pre)
-        s = sel.numel()
-        flat_lo[:, sel] = torch.maximum(flat_lo[:, sel], lower[:, :s])
-        flat_hi[:, sel] = torch.minimum(flat_hi[:, sel], -lower[:, s:])
-    flat_hi = torch.maximum(flat_hi, flat_lo)
-    return flat_lo.reshape((n,) + shape), flat_hi.reshape((n,) + shape)
+    plan = _patch_plan(graph, idx)
+    relu_maps = {j: _relax(ops[j], *pre[op.args[0]]) for j, op in enumerate(ops[:idx])
+                 if op.kind in ("relu", "leaky_relu") and (plan is None or j in plan)}
+    if plan is not None:
+        per_row = max(ops[j].shape[0] * g[0] * g[1] for j, g in plan.items())
+    else:
+        per_row = max(math.prod(op.shape) for op in ops[: idx + 1])
+    chunk = max(1, CERTIFIED_CROWN_CHUNK_ELEMENTS // max(1, 2 * per_row))
+    lows, highs = [], []
+    for start in range(0, total_rows, chunk):
+        e, j = ex[start:start + chunk], neuron[start:start + chunk]
+        if plan is not None:
+            lower = _backward_patches(graph, idx, plan, e, j, x, eps, norm, relu_maps)
+        else:
+            r = e.numel()
+            spec = torch.zeros((r, 2, flat_lo.shape[1]), dtype=x.dtype, device=x.device)
+            rows = torch.arange(r, device=x.device)
+            spec[rows, 0, j] = 1.0
+            spec[rows, 1, j] = -1.0
+            relax_rows = {k: tuple(t[e] for t in maps) for k, maps in relu_maps.items()}
+            lower = _backward(graph, idx, spec.reshape((r, 2) + shape), x[e], eps, norm, {}, relax_rows)
+        lows.append(lower[:, 0])
+        highs.append(-lower[:, 1])
+    new_lo = torch.maximum(flat_lo[ex, neuron], torch.cat(lows))
+    new_hi = torch.minimum(flat_hi[ex, neuron], torch.cat(highs))
+    new_hi = torch.maximum(new_hi, new_lo)
+    out_lo = flat_lo.index_put((ex, neuron), new_lo)
+    out_hi = flat_hi.index_put((ex, neuron), new_hi)
+    return out_lo.reshape((n,) + shape), out_hi.reshape((n,) + shape)
 
 
 def _relax(op: Op, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -592,9 +618,43 @@ def _relax(op: Op, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
     return low_slope, up_slope, up_icpt
 
 
+def _conv_back(op: Op, in_shape: tuple[int, ...], flat: torch.Tensor) -> torch.Tensor:
+    """Transpose of a Conv2d (no bias) applied to ``flat`` (B, C_out, H_out, W_out)."""
+    p = op.params
+    w = p["weight"]
+    h_out, w_out = op.shape[1:]
+    k_h, k_w = w.shape[2:]
+    (st_h, st_w), (pd_h, pd_w), (dl_h, dl_w) = p["stride"], p["padding"], p["dilation"]
+    op_h = in_shape[1] - ((h_out - 1) * st_h - 2 * pd_h + dl_h * (k_h - 1) + 1)
+    op_w = in_shape[2] - ((w_out - 1) * st_w - 2 * pd_w + dl_w * (k_w - 1) + 1)
+    return F.conv_transpose2d(flat, w, None, p["stride"], p["padding"], (op_h, op_w), p["groups"],
+                              p["dilation"])
+
+
+def _dense_conv_matrix(graph: Graph, i: int) -> torch.Tensor | None:
+    """The (out_numel, in_numel) matrix of Conv2d ``i`` (no bias) when it has at most
+    ``CERTIFIED_CONV_MATRIX_ELEMENTS`` entries, else None; memoised on the graph."""
+    key = ("dense", i)
+    if key not in graph.cache:
+        op = graph.ops[i]
+        in_shape = graph.ops[op.args[0]].shape
+        n_out, n_in = math.prod(op.shape), math.prod(in_shape)
+        mat = None
+        if n_out * n_in <= CERTIFIED_CONV_MATRIX_ELEMENTS:
+            w = op.params["weight"]
+            eye = torch.eye(n_out, dtype=w.dtype, device=w.device).reshape((n_out,) + op.shape)
+            mat = _conv_back(op, in_shape, eye).reshape(n_out, n_in)
+        graph.cache[key] = mat
+    return graph.cache[key]
+
+
 def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
-              pre: dict[int, Interval]) -> torch.Tensor:
-    """Lower bound of ``spec · f_out(x')`` over the input set; ``spec`` is (N, S, *shape_out)."""
+              pre: dict[int, Interval], relax: dict[int, tuple[torch.Tensor, ...]] | None = None
+              ) -> torch.Tensor:
+    """Lower bound of ``spec · f_out(x')`` over the input set; ``spec`` is (N, S, *shape_out).
+
+    ``relax`` optionally gives each ReLU's relaxation (:func:`_relax` of its ``pre`` interval,
+    one row per example of ``spec``) already computed."""
     ops = graph.ops
     n, s = spec.shape[:2]
     coef: dict[int, torch.Tensor] = {out: spec}
@@ -616,18 +676,13 @@ def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: 
                 bias = bias + (a @ p["bias"]).reshape(n, s, -1).sum(-1)
             push(src, a @ p["weight"])
         elif op.kind == "conv":
-            w = p["weight"]
-            flat = a.reshape((n * s,) + op.shape)
             if p["bias"] is not None:
                 bias = bias + (a.sum((-1, -2)) @ p["bias"])
-            h_out, w_out = op.shape[1:]
-            k_h, k_w = w.shape[2:]
-            (st_h, st_w), (pd_h, pd_w), (dl_h, dl_w) = p["stride"], p["padding"], p["dilation"]
-            op_h = in_shape[1] - ((h_out - 1) * st_h - 2 * pd_h + dl_h * (k_h - 1) + 1)
-            op_w = in_shape[2] - ((w_out - 1) * st_w - 2 * pd_w + dl_w * (k_w - 1) + 1)
-            back = F.conv_transpose2d(flat, w, None, p["stride"], p["padding"], (op_h, op_w),
-                                      p["groups"], p["dilation"])
-            push(src, back.reshape((n, s) + in_shape))
+            mat = _dense_conv_matrix(graph, i)
+            if mat is not None:  # small layer: one matrix product beats conv_transpose2d
+                push(src, (a.reshape(n, s, -1) @ mat).reshape((n, s) + in_shape))
+            else:
+                push(src, _conv_back(op, in_shape, a.reshape((n * s,) + op.shape)).reshape((n, s) + in_shape))
         elif op.kind == "scale_shift":
             sh = p["shift"]
             if sh.ndim or float(sh) != 0.0:
@@ -652,11 +707,13 @@ def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: 
             push(op.args[0], a if c1 == 1.0 else a * c1)
             push(op.args[1], a if c2 == 1.0 else a * c2)
         elif op.kind in ("relu", "leaky_relu"):
-            lo, hi = pre[src]
-            low_slope, up_slope, up_icpt = _relax(op, lo.unsqueeze(1), hi.unsqueeze(1))
-            pos, neg = a.clamp(min=0), a.clamp(max=0)
-            bias = bias + (neg * up_icpt).reshape(n, s, -1).sum(-1)
-            push(src, pos * low_slope + neg * up_slope)
+            if relax is not None and i in relax:
+                low_slope, up_slope, up_icpt = (t.unsqueeze(1) for t in relax[i])
+            else:
+                lo, hi = pre[src]
+                low_slope, up_slope, up_icpt = _relax(op, lo.unsqueeze(1), hi.unsqueeze(1))
+            bias = bias + (a.clamp(max=0) * up_icpt).reshape(n, s, -1).sum(-1)
+            push(src, torch.where(a > 0, low_slope, up_slope) * a)
         else:  # pragma: no cover
             raise AssertionError(op.kind)
     a = coef.pop(0, None)
@@ -670,4 +727,234 @@ def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: 
     if norm == "linf":
         return bias + box
     ball = (a * xf).sum(-1) - eps * a.norm(dim=-1)
+    return bias + torch.maximum(box, ball)
+
+
+# ----------------------------------------------------------------------------- patches
+# A patch is the coefficient map of one backward row restricted to a window of a layer's grid.
+# Geometry ``(kh, kw, sh, sw, ph, pw)``: the window of the row whose neuron sits at ``(i, j)`` of
+# the starting layer covers rows ``i * sh - ph + [0, kh)`` and columns ``j * sw - pw + [0, kw)``
+# of the layer's (C, H, W) grid; entries outside the grid are kept at zero.
+Geometry = tuple[int, int, int, int, int, int]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _conv_geometry(op: Op, in_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """Kernel, stride, padding and dilation of a Conv2d or of an average pooling written as a
+    depthwise convolution (``None`` when the pooling is not one)."""
+    p = op.params
+    if op.kind == "conv":
+        return {"kernel": tuple(p["weight"].shape[2:]), "stride": _pair(p["stride"]),
+                "padding": _pair(p["padding"]), "dilation": _pair(p["dilation"])}
+    if op.kind == "avgpool":
+        kernel = _pair(p["kernel_size"])
+        stride = _pair(p["stride"] if p["stride"] is not None else p["kernel_size"])
+        padding = _pair(p["padding"])
+        if p["divisor_override"] is None and not p["count_include_pad"] and padding != (0, 0):
+            return None  # the divisor varies at the border
+        for d in range(2):  # ceil_mode windows past the padding are not convolution windows
+            if op.shape[1 + d] != (in_shape[1 + d] + 2 * padding[d] - kernel[d]) // stride[d] + 1:
+                return None
+        divisor = p["divisor_override"] or kernel[0] * kernel[1]
+        return {"kernel": kernel, "stride": stride, "padding": padding, "dilation": (1, 1),
+                "divisor": divisor}
+    if op.kind == "adaptive_avgpool":
+        (h, w), (oh, ow) = in_shape[1:], op.shape[1:]
+        if h % oh or w % ow:
+            return None
+        kernel = (h // oh, w // ow)
+        return {"kernel": kernel, "stride": kernel, "padding": (0, 0), "dilation": (1, 1),
+                "divisor": kernel[0] * kernel[1]}
+    return None
+
+
+def _through_conv(g: Geometry, conv: dict[str, Any]) -> Geometry:
+    kh, kw, sh, sw, ph, pw = g
+    (k_h, k_w), (st_h, st_w) = conv["kernel"], conv["stride"]
+    (pd_h, pd_w), (dl_h, dl_w) = conv["padding"], conv["dilation"]
+    return ((kh - 1) * st_h + dl_h * (k_h - 1) + 1, (kw - 1) * st_w + dl_w * (k_w - 1) + 1,
+            sh * st_h, sw * st_w, ph * st_h + pd_h, pw * st_w + pd_w)
+
+
+def _merge_geometry(a: Geometry, b: Geometry) -> Geometry | None:
+    if a[2:4] != b[2:4]:
+        return None
+    ph, pw = max(a[4], b[4]), max(a[5], b[5])
+    end_h, end_w = max(a[0] - a[4], b[0] - b[4]), max(a[1] - a[5], b[1] - b[5])
+    return (ph + end_h, pw + end_w, a[2], a[3], ph, pw)
+
+
+def _patch_plan(graph: Graph, idx: int) -> dict[int, Geometry] | None:
+    """Patch geometry of every operation between the input and ``idx`` (a (C, H, W) layer), or
+    ``None`` when one of them is not convolution-like (Linear, a reshape that changes the shape,
+    a pooling that is not a convolution, a layer that is not (C, H, W))."""
+    ops = graph.ops
+    if len(ops[idx].shape) != 3:
+        return None
+    plan: dict[int, Geometry] = {idx: (1, 1, 1, 1, 0, 0)}
+    for i in range(idx, 0, -1):
+        g = plan.get(i)
+        if g is None:
+            continue
+        op = ops[i]
+        if op.kind in ("relu", "leaky_relu", "scale_shift", "add"):
+            srcs = [(a, g) for a in op.args]
+        elif op.kind == "reshape" and ops[op.args[0]].shape == op.shape:
+            srcs = [(op.args[0], g)]
+        else:
+            conv = _conv_geometry(op, ops[op.args[0]].shape)
+            if conv is None:
+                return None
+            srcs = [(op.args[0], _through_conv(g, conv))]
+        for src, gs in srcs:
+            if len(ops[src].shape) != 3:
+                return None
+            merged = gs if src not in plan else _merge_geometry(plan[src], gs)
+            if merged is None:
+                return None
+            plan[src] = merged
+    return plan
+
+
+def _gather(m: torch.Tensor, e: torch.Tensor | None, li: torch.Tensor, lj: torch.Tensor, g: Geometry,
+            origin: tuple[int, ...]) -> torch.Tensor:
+    """Windows ``(R, C, kh, kw)`` of the maps ``m`` (N, C, H, W) (example ``e`` of each row; the
+    single map if ``e`` is None) at the rows' locations; zero outside the grid."""
+    kh, kw, sh, sw, ph, pw = g
+    h, w = m.shape[-2:]
+    bottom = max(0, (origin[1] - 1) * sh - ph + kh - h)
+    right = max(0, (origin[2] - 1) * sw - pw + kw - w)
+    mp = F.pad(m, (pw, right, ph, bottom))
+    ih = li[:, None] * sh + torch.arange(kh, device=m.device)
+    iw = lj[:, None] * sw + torch.arange(kw, device=m.device)
+    if e is None:
+        e = torch.zeros_like(li)
+    return mp[e[:, None, None], :, ih[:, :, None], iw[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _valid(g: Geometry, shape: tuple[int, ...], li: torch.Tensor, lj: torch.Tensor,
+           dtype: torch.dtype) -> torch.Tensor:
+    """(R, 1, 1, kh, kw): 1 where a row's window lies inside the (C, H, W) grid, else 0."""
+    kh, kw, sh, sw, ph, pw = g
+    hp = li[:, None] * sh - ph + torch.arange(kh, device=li.device)
+    wp = lj[:, None] * sw - pw + torch.arange(kw, device=li.device)
+    ok = ((hp >= 0) & (hp < shape[1]))[:, :, None] & ((wp >= 0) & (wp < shape[2]))[:, None, :]
+    return ok.to(dtype)[:, None, None]
+
+
+def _elementwise_patch(t: torch.Tensor, shape: tuple[int, ...], li: torch.Tensor, lj: torch.Tensor,
+                       g: Geometry, origin: tuple[int, ...]) -> torch.Tensor:
+    """A constant broadcast against (C, H, W), as a factor of (R, 2, C, kh, kw) patches."""
+    full = torch.broadcast_to(t, shape)
+    if t.ndim < 2 or (t.shape[-1] == 1 and t.shape[-2] == 1):  # per channel (or scalar)
+        return full[:, :1, :1]
+    return _gather(full[None], None, li, lj, g, origin)[:, None]
+
+
+def _patch_conv_matrix(graph: Graph, i: int, g: Geometry, g_in: Geometry, weight: torch.Tensor,
+                       conv: dict[str, Any], groups: int) -> torch.Tensor | None:
+    """Matrix mapping a (C_out, kh, kw) window through the transpose of convolution ``i`` to
+    its (C_in, kh', kw') window, when small (see :func:`_dense_conv_matrix`); memoised."""
+    key = ("patch", i, g)
+    if key not in graph.cache:
+        c_out = graph.ops[i].shape[0]
+        c_in = graph.ops[graph.ops[i].args[0]].shape[0]
+        n_out, n_in = c_out * g[0] * g[1], c_in * g_in[0] * g_in[1]
+        mat = None
+        if n_out * n_in <= CERTIFIED_CONV_MATRIX_ELEMENTS:
+            eye = torch.eye(n_out, dtype=weight.dtype, device=weight.device).reshape(n_out, c_out, g[0], g[1])
+            mat = F.conv_transpose2d(eye, weight, None, conv["stride"], 0, 0, groups,
+                                     conv["dilation"]).reshape(n_out, n_in)
+        graph.cache[key] = mat
+    return graph.cache[key]
+
+
+def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torch.Tensor,
+                      neuron: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+                      relu_maps: dict[int, tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """:func:`_backward` for the rows ``(e, neuron)`` of the identity specification of the
+    (C, H, W) operation ``idx`` (row ``r`` bounds ``+z`` and ``-z`` of neuron ``neuron[r]`` of
+    example ``e[r]``), with patch coefficients; returns the lower bounds (R, 2)."""
+    ops = graph.ops
+    origin = ops[idx].shape
+    c_out, h, w = origin
+    r = e.numel()
+    chan, li, lj = neuron // (h * w), (neuron % (h * w)) // w, neuron % w
+    rows = torch.arange(r, device=x.device)
+    start = torch.zeros((r, 2, c_out, 1, 1), dtype=x.dtype, device=x.device)
+    start[rows, 0, chan] = 1.0
+    start[rows, 1, chan] = -1.0
+    coef: dict[int, torch.Tensor] = {idx: start}
+    bias = torch.zeros((r, 2), dtype=x.dtype, device=x.device)
+
+    def push(j: int, a: torch.Tensor, g: Geometry, spread: bool) -> None:
+        target = plan[j]
+        if g != target:
+            top, left = target[4] - g[4], target[5] - g[5]
+            a = F.pad(a, (left, target[1] - g[1] - left, top, target[0] - g[0] - top))
+        # a convolution's window can reach into the zero padding: drop those entries (a ReLU
+        # does it anyway, its relaxation windows being zero there)
+        if spread and ops[j].kind not in ("relu", "leaky_relu"):
+            a = a * _valid(target, ops[j].shape, li, lj, a.dtype)
+        coef[j] = coef[j] + a if j in coef else a
+
+    for i in range(idx, 0, -1):
+        a = coef.pop(i, None)
+        if a is None:
+            continue
+        op, g = ops[i], plan[i]
+        src, p = op.args[0], op.params
+        if op.kind in ("relu", "leaky_relu"):
+            low, up, icpt = (_gather(mp, e, li, lj, g, origin)[:, None] for mp in relu_maps[i])
+            bias = bias + (a.clamp(max=0) * icpt).sum((-3, -2, -1))
+            push(src, torch.where(a > 0, low, up) * a, g, False)
+        elif op.kind == "scale_shift":
+            sh = p["shift"]
+            if sh.ndim or float(sh) != 0.0:
+                bias = bias + (a * _elementwise_patch(sh, op.shape, li, lj, g, origin)).sum((-3, -2, -1))
+            push(src, a * _elementwise_patch(p["scale"], op.shape, li, lj, g, origin), g, False)
+        elif op.kind == "reshape":
+            push(src, a, g, False)
+        elif op.kind == "add":
+            c1, c2 = p["coef"]
+            push(op.args[0], a if c1 == 1.0 else a * c1, g, False)
+            push(op.args[1], a if c2 == 1.0 else a * c2, g, False)
+        else:
+            conv = _conv_geometry(op, ops[src].shape)
+            c_in = ops[src].shape[0]
+            if op.kind == "conv":
+                weight, groups = p["weight"], p["groups"]
+                if p["bias"] is not None:
+                    bias = bias + a.sum((-1, -2)) @ p["bias"]
+            else:
+                weight = x.new_full((c_in, 1) + conv["kernel"], 1.0 / conv["divisor"])
+                groups = c_in
+            g_in = _through_conv(g, conv)
+            mat = _patch_conv_matrix(graph, i, g, g_in, weight, conv, groups)
+            if i == idx and mat is not None:  # the identity rows select rows of the matrix
+                back = mat[chan].reshape((r, 1, c_in) + g_in[:2])
+                back = torch.cat([back, -back], dim=1)
+            elif mat is not None:  # small windows: one matrix product beats conv_transpose2d
+                back = (a.reshape(r, 2, -1) @ mat).reshape((r, 2, c_in) + g_in[:2])
+            else:
+                flat = a.reshape((2 * r,) + a.shape[2:])
+                back = F.conv_transpose2d(flat, weight, None, conv["stride"], 0, 0, groups,
+                                          conv["dilation"]).reshape((r, 2, c_in) + g_in[:2])
+            push(src, back, g_in, True)
+    a = coef.pop(0, None)
+    if a is None:
+        return bias
+    lo_box, hi_box = _input_box(x, eps)
+    g = plan[0]
+    lo_p = _gather(lo_box, e, li, lj, g, origin)[:, None]
+    hi_p = _gather(hi_box, e, li, lj, g, origin)[:, None]
+    mid, rad = (hi_p + lo_p) / 2, (hi_p - lo_p) / 2
+    box = (a * mid).sum((-3, -2, -1)) - (a.abs() * rad).sum((-3, -2, -1))
+    if norm == "linf":
+        return bias + box
+    xp = _gather(x, e, li, lj, g, origin)[:, None]
+    ball = (a * xp).sum((-3, -2, -1)) - eps * a.flatten(2).norm(dim=-1)
     return bias + torch.maximum(box, ball)
