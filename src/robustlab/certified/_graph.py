@@ -23,7 +23,9 @@ gradients reach the parameters). Anything else raises one error naming the layer
 
 from __future__ import annotations
 
+import functools
 import operator
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,13 +96,52 @@ def _elementwise_shape(scale: torch.Tensor, ndim: int) -> torch.Tensor:
     return scale.reshape((-1,) + (1,) * (ndim - 1))
 
 
-def trace(model: nn.Module, x: torch.Tensor, *, differentiable: bool = False) -> Graph:
-    """Trace ``model`` on inputs shaped like ``x``; see the module docstring.
+# torch.fx tracing and shape propagation cost milliseconds per call, as much as IBP itself on a
+# small network, and certified training bounds the same model at every step: the traced fx graph
+# (with its shapes) is kept per model and input shape, and reused while the model's fingerprint
+# (its modules, their types, modes and plain attributes, the identity and shape of every
+# parameter and buffer) is unchanged. Parameter *values* are read afresh on every call, so
+# training or loading weights in place never leaves a stale copy.
+_TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, dict[tuple[int, ...], Any]]] = (
+    weakref.WeakKeyDictionary())
+_FREEZE_DEPTH = 4
+_FREEZE_ITEMS = 64
 
-    With ``differentiable=False`` (the model is in eval mode) parameters are detached. With
-    ``differentiable=True`` the model's current modes are read: a BatchNorm using batch
-    statistics becomes a ``batchnorm`` op and a Dropout in training mode (``p > 0``) is rejected.
-    """
+
+@functools.cache
+def _module_internals() -> frozenset[str]:
+    return frozenset(vars(nn.Module())) - {"training"}
+
+
+def _freeze(v: Any, depth: int = 0) -> Any:
+    """A hashable snapshot of a module attribute (contents for small containers)."""
+    if v is None or isinstance(v, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
+        return v
+    if isinstance(v, torch.Tensor):
+        return ("tensor", id(v), tuple(v.shape), v.dtype, str(v.device))
+    if isinstance(v, (tuple, list, dict, set, frozenset)) and depth < _FREEZE_DEPTH and len(v) <= _FREEZE_ITEMS:
+        items = sorted(v.items(), key=lambda kv: repr(kv[0])) if isinstance(v, dict) else (
+            sorted(v, key=repr) if isinstance(v, (set, frozenset)) else v)
+        return (type(v).__name__, tuple(_freeze(i, depth + 1) for i in items))
+    return ("object", type(v), id(v))
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    skip = _module_internals()
+    parts = []
+    for name, m in model.named_modules(remove_duplicate=False):
+        attrs = tuple((k, _freeze(v)) for k, v in vars(m).items() if k not in skip)
+        tensors = tuple((k, _freeze(t)) for k, t in list(m._parameters.items()) + list(m._buffers.items()))
+        parts.append((name, id(m), type(m), attrs, tensors))
+    return tuple(parts)
+
+
+def _traced(model: nn.Module, shape: tuple[int, ...]) -> tuple[fx.GraphModule, fx.Graph]:
+    """The fx graph of ``model`` with shapes propagated for inputs ``(N, *shape)`` (memoised)."""
+    fp = _fingerprint(model)
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == fp and shape in cached[1]:
+        return cached[1][shape]
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds of errors
@@ -110,13 +151,26 @@ def trace(model: nn.Module, x: torch.Tensor, *, differentiable: bool = False) ->
     gm = fx.GraphModule(model, graph)
     # shapes only: the probe runs in the model's own dtype/device (the bounds use x's)
     ref = next((t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()), None)
-    probe = torch.zeros((2,) + tuple(x.shape[1:]), dtype=x.dtype if ref is None else ref.dtype,
-                        device=x.device if ref is None else ref.device)
+    probe = torch.zeros((2,) + shape, dtype=torch.float32 if ref is None else ref.dtype,
+                        device="cpu" if ref is None else ref.device)
     # eval mode: a training-mode BatchNorm would update its running statistics and Dropout
     # would draw from the global RNG; the shapes are the same in both modes
     with torch.no_grad(), eval_mode(model):
         ShapeProp(gm).propagate(probe)
+    entries = cached[1] if cached is not None and cached[0] == fp else {}
+    entries[shape] = (gm, graph)
+    _TRACES[model] = (fp, entries)
+    return gm, graph
 
+
+def trace(model: nn.Module, x: torch.Tensor, *, differentiable: bool = False) -> Graph:
+    """Trace ``model`` on inputs shaped like ``x``; see the module docstring.
+
+    With ``differentiable=False`` (the model is in eval mode) parameters are detached. With
+    ``differentiable=True`` the model's current modes are read: a BatchNorm using batch
+    statistics becomes a ``batchnorm`` op and a Dropout in training mode (``p > 0``) is rejected.
+    """
+    gm, graph = _traced(model, tuple(x.shape[1:]))
     dd = {"dtype": x.dtype, "device": x.device}
 
     param = _Copy(x.dtype, x.device, differentiable)

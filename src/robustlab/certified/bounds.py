@@ -712,8 +712,9 @@ def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: 
             else:
                 lo, hi = pre[src]
                 low_slope, up_slope, up_icpt = _relax(op, lo.unsqueeze(1), hi.unsqueeze(1))
-            bias = bias + (a.clamp(max=0) * up_icpt).reshape(n, s, -1).sum(-1)
-            push(src, torch.where(a > 0, low_slope, up_slope) * a)
+            pos, neg = a.clamp(min=0), a.clamp(max=0)  # (torch.where would broadcast slowly)
+            bias = bias + (neg * up_icpt).reshape(n, s, -1).sum(-1)
+            push(src, pos * low_slope + neg * up_slope)
         else:  # pragma: no cover
             raise AssertionError(op.kind)
     a = coef.pop(0, None)
@@ -909,8 +910,9 @@ def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torc
         src, p = op.args[0], op.params
         if op.kind in ("relu", "leaky_relu"):
             low, up, icpt = (_gather(mp, e, li, lj, g, origin)[:, None] for mp in relu_maps[i])
-            bias = bias + (a.clamp(max=0) * icpt).sum((-3, -2, -1))
-            push(src, torch.where(a > 0, low, up) * a, g, False)
+            pos, neg = a.clamp(min=0), a.clamp(max=0)
+            bias = bias + (neg * icpt).sum((-3, -2, -1))
+            push(src, pos * low + neg * up, g, False)
         elif op.kind == "scale_shift":
             sh = p["shift"]
             if sh.ndim or float(sh) != 0.0:
