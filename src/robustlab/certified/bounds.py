@@ -360,12 +360,23 @@ def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, methods: 
 
 def _crown_output(graph: Graph, x: torch.Tensor, eps: float, norm: str, pre: dict[int, Interval],
                   C: torch.Tensor | None) -> Interval:
-    """One CROWN backward pass from the output (spec ``C``, identity if None) given ``pre``."""
+    """One CROWN backward pass from the output (spec ``C``, identity if None) given ``pre``,
+    over chunks of examples (see :func:`_crown_node` for the chunk size)."""
     n, k = x.shape[0], graph.ops[graph.output].shape[0]
     if C is None:
         C = torch.eye(k, dtype=x.dtype, device=x.device).expand(n, k, k)
     s = C.shape[1]
-    lower_all = _backward(graph, graph.output, torch.cat([C, -C], dim=1), x, eps, norm, pre)
+    spec = torch.cat([C, -C], dim=1).transpose(0, 1)  # (2S, N, K)
+    widest = max(math.prod(op.shape) for op in graph.ops)
+    chunk = max(1, CERTIFIED_CROWN_CHUNK_ELEMENTS // (2 * s * widest))
+    relax = {j: _relax(op, *pre[op.args[0]]) for j, op in enumerate(graph.ops)
+             if op.kind in ("relu", "leaky_relu")}
+    parts = []
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
+        relax_c = {j: tuple(t[sl] for t in maps) for j, maps in relax.items()}
+        parts.append(_backward(graph, graph.output, spec[:, sl], x[sl], eps, norm, {}, relax_c))
+    lower_all = torch.cat(parts, dim=1).T
     return lower_all[:, :s], -lower_all[:, s:]
 
 
@@ -587,21 +598,47 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
         if plan is not None:
             lower = _backward_patches(graph, idx, plan, e, j, x, eps, norm, relu_maps)
         else:
-            r = e.numel()
-            spec = torch.zeros((r, 2, flat_lo.shape[1]), dtype=x.dtype, device=x.device)
-            rows = torch.arange(r, device=x.device)
-            spec[rows, 0, j] = 1.0
-            spec[rows, 1, j] = -1.0
             relax_rows = {k: tuple(t[e] for t in maps) for k, maps in relu_maps.items()}
-            lower = _backward(graph, idx, spec.reshape((r, 2) + shape), x[e], eps, norm, {}, relax_rows)
-        lows.append(lower[:, 0])
-        highs.append(-lower[:, 1])
+            start, spec, bias = _identity_rows(graph, idx, j, x)
+            lower = _backward(graph, start, spec, x[e], eps, norm, {}, relax_rows, bias)
+        lows.append(lower[0])
+        highs.append(-lower[1])
     new_lo = torch.maximum(flat_lo[ex, neuron], torch.cat(lows))
     new_hi = torch.minimum(flat_hi[ex, neuron], torch.cat(highs))
     new_hi = torch.maximum(new_hi, new_lo)
     out_lo = flat_lo.index_put((ex, neuron), new_lo)
     out_hi = flat_hi.index_put((ex, neuron), new_hi)
     return out_lo.reshape((n,) + shape), out_hi.reshape((n,) + shape)
+
+
+def _identity_rows(graph: Graph, idx: int, neuron: torch.Tensor, x: torch.Tensor
+                   ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+    """Rows ``+e_neuron`` and ``-e_neuron`` of the identity specification at operation ``idx``,
+    as ``(start, spec (2, R, ...), bias (2, R))`` for :func:`_backward`: for a Linear (or a Conv2d with a small
+    matrix) the first backward step just selects rows of the weight matrix, so the rows start
+    at its input; otherwise they are one-hot at ``idx``."""
+    ops = graph.ops
+    op = ops[idx]
+    r = neuron.numel()
+    src_shape = ops[op.args[0]].shape if op.args else ()
+    mat = None
+    if op.kind == "linear" and len(op.shape) == 1 and len(src_shape) == 1:
+        mat = op.params["weight"]
+    elif op.kind == "conv":
+        mat = _dense_conv_matrix(graph, idx)
+    if mat is not None:
+        rows = mat[neuron]
+        spec = torch.stack([rows, -rows]).reshape((2, r) + src_shape)
+        b = op.params["bias"]
+        if b is not None:
+            b = b[neuron // (math.prod(op.shape[1:]))] if op.kind == "conv" else b[neuron]
+            b = torch.stack([b, -b])
+        return op.args[0], spec, b
+    spec = torch.zeros((2, r, math.prod(op.shape)), dtype=x.dtype, device=x.device)
+    rows_idx = torch.arange(r, device=x.device)
+    spec[0, rows_idx, neuron] = 1.0
+    spec[1, rows_idx, neuron] = -1.0
+    return idx, spec.reshape((2, r) + op.shape), None
 
 
 def _relax(op: Op, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -641,24 +678,34 @@ def _dense_conv_matrix(graph: Graph, i: int) -> torch.Tensor | None:
         n_out, n_in = math.prod(op.shape), math.prod(in_shape)
         mat = None
         if n_out * n_in <= CERTIFIED_CONV_MATRIX_ELEMENTS:
-            w = op.params["weight"]
-            eye = torch.eye(n_out, dtype=w.dtype, device=w.device).reshape((n_out,) + op.shape)
-            mat = _conv_back(op, in_shape, eye).reshape(n_out, n_in)
+            p = op.params
+            w = p["weight"]
+            if n_in <= n_out:  # the convolution of each input basis vector: the columns
+                eye = torch.eye(n_in, dtype=w.dtype, device=w.device).reshape((n_in,) + in_shape)
+                mat = F.conv2d(eye, w, None, p["stride"], p["padding"], p["dilation"],
+                               p["groups"]).reshape(n_in, n_out).T
+            else:  # the transposed convolution of each output basis vector: the rows
+                eye = torch.eye(n_out, dtype=w.dtype, device=w.device).reshape((n_out,) + op.shape)
+                mat = _conv_back(op, in_shape, eye).reshape(n_out, n_in)
         graph.cache[key] = mat
     return graph.cache[key]
 
 
 def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
-              pre: dict[int, Interval], relax: dict[int, tuple[torch.Tensor, ...]] | None = None
-              ) -> torch.Tensor:
-    """Lower bound of ``spec · f_out(x')`` over the input set; ``spec`` is (N, S, *shape_out).
+              pre: dict[int, Interval], relax: dict[int, tuple[torch.Tensor, ...]] | None = None,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Lower bound of ``bias + spec · f_out(x')`` over the input set, shape (S, N).
 
-    ``relax`` optionally gives each ReLU's relaxation (:func:`_relax` of its ``pre`` interval,
-    one row per example of ``spec``) already computed."""
+    ``spec`` is (S, N, *shape_out), specification first: elementwise products with per-example
+    tensors (N, ...) then broadcast over the outermost dimension, which is several times faster
+    than over an inner one. ``bias`` is (S, N) or None. ``relax`` optionally gives each ReLU's
+    relaxation (:func:`_relax` of its ``pre`` interval, one row per example) already computed.
+    """
     ops = graph.ops
-    n, s = spec.shape[:2]
+    s, n = spec.shape[:2]
     coef: dict[int, torch.Tensor] = {out: spec}
-    bias = torch.zeros((n, s), dtype=x.dtype, device=x.device)
+    if bias is None:
+        bias = torch.zeros((s, n), dtype=x.dtype, device=x.device)
 
     def push(j: int, a: torch.Tensor) -> None:
         coef[j] = coef[j] + a if j in coef else a
@@ -673,55 +720,53 @@ def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: 
         p = op.params
         if op.kind == "linear":
             if p["bias"] is not None:
-                bias = bias + (a @ p["bias"]).reshape(n, s, -1).sum(-1)
+                bias = bias + (a @ p["bias"]).reshape(s, n, -1).sum(-1)
             push(src, a @ p["weight"])
         elif op.kind == "conv":
             if p["bias"] is not None:
                 bias = bias + (a.sum((-1, -2)) @ p["bias"])
             mat = _dense_conv_matrix(graph, i)
             if mat is not None:  # small layer: one matrix product beats conv_transpose2d
-                push(src, (a.reshape(n, s, -1) @ mat).reshape((n, s) + in_shape))
+                push(src, (a.reshape(s, n, -1) @ mat).reshape((s, n) + in_shape))
             else:
-                push(src, _conv_back(op, in_shape, a.reshape((n * s,) + op.shape)).reshape((n, s) + in_shape))
+                push(src, _conv_back(op, in_shape, a.reshape((s * n,) + op.shape)).reshape((s, n) + in_shape))
         elif op.kind == "scale_shift":
             sh = p["shift"]
             if sh.ndim or float(sh) != 0.0:
-                bias = bias + (a * sh).reshape(n, s, -1).sum(-1)
+                bias = bias + (a * sh).reshape(s, n, -1).sum(-1)
             push(src, a * p["scale"])
         elif op.kind == "reshape":
-            push(src, a.reshape((n, s) + in_shape))
+            push(src, a.reshape((s, n) + in_shape))
         elif op.kind in ("avgpool", "adaptive_avgpool"):
-            flat = a.reshape((n * s,) + op.shape)
-            like = flat.new_zeros(()).expand((n * s,) + in_shape)
+            flat = a.reshape((s * n,) + op.shape)
+            like = flat.new_zeros(()).expand((s * n,) + in_shape)
             if op.kind == "avgpool":
                 kern, stride = p["kernel_size"], p["stride"]
-                pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
                 back = torch.ops.aten.avg_pool2d_backward(
-                    flat, like, pair(kern), pair(stride if stride is not None else kern), pair(p["padding"]),
+                    flat, like, _pair(kern), _pair(stride if stride is not None else kern), _pair(p["padding"]),
                     p["ceil_mode"], p["count_include_pad"], p["divisor_override"])
             else:
                 back = torch.ops.aten._adaptive_avg_pool2d_backward(flat, like.contiguous())
-            push(src, back.reshape((n, s) + in_shape))
+            push(src, back.reshape((s, n) + in_shape))
         elif op.kind == "add":
             c1, c2 = p["coef"]
             push(op.args[0], a if c1 == 1.0 else a * c1)
             push(op.args[1], a if c2 == 1.0 else a * c2)
         elif op.kind in ("relu", "leaky_relu"):
             if relax is not None and i in relax:
-                low_slope, up_slope, up_icpt = (t.unsqueeze(1) for t in relax[i])
+                low_slope, up_slope, up_icpt = relax[i]
             else:
-                lo, hi = pre[src]
-                low_slope, up_slope, up_icpt = _relax(op, lo.unsqueeze(1), hi.unsqueeze(1))
+                low_slope, up_slope, up_icpt = _relax(op, *pre[src])
             pos, neg = a.clamp(min=0), a.clamp(max=0)  # (torch.where would broadcast slowly)
-            bias = bias + (neg * up_icpt).reshape(n, s, -1).sum(-1)
+            bias = bias + (neg * up_icpt).reshape(s, n, -1).sum(-1)
             push(src, pos * low_slope + neg * up_slope)
         else:  # pragma: no cover
             raise AssertionError(op.kind)
     a = coef.pop(0, None)
     if a is None:  # output independent of the input
         return bias
-    a = a.reshape(n, s, -1)
-    xf = x.reshape(n, 1, -1)
+    a = a.reshape(s, n, -1)
+    xf = x.reshape(1, n, -1)
     lo_box, hi_box = _input_box(xf, eps)
     mid, rad = (hi_box + lo_box) / 2, (hi_box - lo_box) / 2
     box = (a * mid).sum(-1) - (a.abs() * rad).sum(-1)
@@ -838,21 +883,21 @@ def _gather(m: torch.Tensor, e: torch.Tensor | None, li: torch.Tensor, lj: torch
 
 def _valid(g: Geometry, shape: tuple[int, ...], li: torch.Tensor, lj: torch.Tensor,
            dtype: torch.dtype) -> torch.Tensor:
-    """(R, 1, 1, kh, kw): 1 where a row's window lies inside the (C, H, W) grid, else 0."""
+    """(1, R, 1, kh, kw): 1 where a row's window lies inside the (C, H, W) grid, else 0."""
     kh, kw, sh, sw, ph, pw = g
     hp = li[:, None] * sh - ph + torch.arange(kh, device=li.device)
     wp = lj[:, None] * sw - pw + torch.arange(kw, device=li.device)
     ok = ((hp >= 0) & (hp < shape[1]))[:, :, None] & ((wp >= 0) & (wp < shape[2]))[:, None, :]
-    return ok.to(dtype)[:, None, None]
+    return ok.to(dtype)[None, :, None]
 
 
 def _elementwise_patch(t: torch.Tensor, shape: tuple[int, ...], li: torch.Tensor, lj: torch.Tensor,
                        g: Geometry, origin: tuple[int, ...]) -> torch.Tensor:
-    """A constant broadcast against (C, H, W), as a factor of (R, 2, C, kh, kw) patches."""
+    """A constant broadcast against (C, H, W), as a factor of (2, R, C, kh, kw) patches."""
     full = torch.broadcast_to(t, shape)
     if t.ndim < 2 or (t.shape[-1] == 1 and t.shape[-2] == 1):  # per channel (or scalar)
         return full[:, :1, :1]
-    return _gather(full[None], None, li, lj, g, origin)[:, None]
+    return _gather(full[None], None, li, lj, g, origin)[None]
 
 
 def _patch_conv_matrix(graph: Graph, i: int, g: Geometry, g_in: Geometry, weight: torch.Tensor,
@@ -866,9 +911,15 @@ def _patch_conv_matrix(graph: Graph, i: int, g: Geometry, g_in: Geometry, weight
         n_out, n_in = c_out * g[0] * g[1], c_in * g_in[0] * g_in[1]
         mat = None
         if n_out * n_in <= CERTIFIED_CONV_MATRIX_ELEMENTS:
-            eye = torch.eye(n_out, dtype=weight.dtype, device=weight.device).reshape(n_out, c_out, g[0], g[1])
-            mat = F.conv_transpose2d(eye, weight, None, conv["stride"], 0, 0, groups,
-                                     conv["dilation"]).reshape(n_out, n_in)
+            dd = {"dtype": weight.dtype, "device": weight.device}
+            if n_in <= n_out:  # columns: the (unpadded) convolution of each input window basis vector
+                eye = torch.eye(n_in, **dd).reshape(n_in, c_in, g_in[0], g_in[1])
+                mat = F.conv2d(eye, weight, None, conv["stride"], 0, conv["dilation"],
+                               groups).reshape(n_in, n_out).T
+            else:
+                eye = torch.eye(n_out, **dd).reshape(n_out, c_out, g[0], g[1])
+                mat = F.conv_transpose2d(eye, weight, None, conv["stride"], 0, 0, groups,
+                                         conv["dilation"]).reshape(n_out, n_in)
         graph.cache[key] = mat
     return graph.cache[key]
 
@@ -878,18 +929,18 @@ def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torc
                       relu_maps: dict[int, tuple[torch.Tensor, ...]]) -> torch.Tensor:
     """:func:`_backward` for the rows ``(e, neuron)`` of the identity specification of the
     (C, H, W) operation ``idx`` (row ``r`` bounds ``+z`` and ``-z`` of neuron ``neuron[r]`` of
-    example ``e[r]``), with patch coefficients; returns the lower bounds (R, 2)."""
+    example ``e[r]``), with patch coefficients (2, R, C, kh, kw); returns the lower bounds (2, R)."""
     ops = graph.ops
     origin = ops[idx].shape
     c_out, h, w = origin
     r = e.numel()
     chan, li, lj = neuron // (h * w), (neuron % (h * w)) // w, neuron % w
     rows = torch.arange(r, device=x.device)
-    start = torch.zeros((r, 2, c_out, 1, 1), dtype=x.dtype, device=x.device)
-    start[rows, 0, chan] = 1.0
-    start[rows, 1, chan] = -1.0
+    start = torch.zeros((2, r, c_out, 1, 1), dtype=x.dtype, device=x.device)
+    start[0, rows, chan] = 1.0
+    start[1, rows, chan] = -1.0
     coef: dict[int, torch.Tensor] = {idx: start}
-    bias = torch.zeros((r, 2), dtype=x.dtype, device=x.device)
+    bias = torch.zeros((2, r), dtype=x.dtype, device=x.device)
 
     def push(j: int, a: torch.Tensor, g: Geometry, spread: bool) -> None:
         target = plan[j]
@@ -909,7 +960,7 @@ def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torc
         op, g = ops[i], plan[i]
         src, p = op.args[0], op.params
         if op.kind in ("relu", "leaky_relu"):
-            low, up, icpt = (_gather(mp, e, li, lj, g, origin)[:, None] for mp in relu_maps[i])
+            low, up, icpt = (_gather(mp, e, li, lj, g, origin)[None] for mp in relu_maps[i])
             pos, neg = a.clamp(min=0), a.clamp(max=0)
             bias = bias + (neg * icpt).sum((-3, -2, -1))
             push(src, pos * low + neg * up, g, False)
@@ -937,26 +988,26 @@ def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torc
             g_in = _through_conv(g, conv)
             mat = _patch_conv_matrix(graph, i, g, g_in, weight, conv, groups)
             if i == idx and mat is not None:  # the identity rows select rows of the matrix
-                back = mat[chan].reshape((r, 1, c_in) + g_in[:2])
-                back = torch.cat([back, -back], dim=1)
+                back = mat[chan].reshape((1, r, c_in) + g_in[:2])
+                back = torch.cat([back, -back])
             elif mat is not None:  # small windows: one matrix product beats conv_transpose2d
-                back = (a.reshape(r, 2, -1) @ mat).reshape((r, 2, c_in) + g_in[:2])
+                back = (a.reshape(2, r, -1) @ mat).reshape((2, r, c_in) + g_in[:2])
             else:
                 flat = a.reshape((2 * r,) + a.shape[2:])
                 back = F.conv_transpose2d(flat, weight, None, conv["stride"], 0, 0, groups,
-                                          conv["dilation"]).reshape((r, 2, c_in) + g_in[:2])
+                                          conv["dilation"]).reshape((2, r, c_in) + g_in[:2])
             push(src, back, g_in, True)
     a = coef.pop(0, None)
     if a is None:
         return bias
     lo_box, hi_box = _input_box(x, eps)
     g = plan[0]
-    lo_p = _gather(lo_box, e, li, lj, g, origin)[:, None]
-    hi_p = _gather(hi_box, e, li, lj, g, origin)[:, None]
+    lo_p = _gather(lo_box, e, li, lj, g, origin)[None]
+    hi_p = _gather(hi_box, e, li, lj, g, origin)[None]
     mid, rad = (hi_p + lo_p) / 2, (hi_p - lo_p) / 2
     box = (a * mid).sum((-3, -2, -1)) - (a.abs() * rad).sum((-3, -2, -1))
     if norm == "linf":
         return bias + box
-    xp = _gather(x, e, li, lj, g, origin)[:, None]
+    xp = _gather(x, e, li, lj, g, origin)[None]
     ball = (a * xp).sum((-3, -2, -1)) - eps * a.flatten(2).norm(dim=-1)
     return bias + torch.maximum(box, ball)
