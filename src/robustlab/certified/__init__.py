@@ -33,7 +33,7 @@ __all__ += [
 # --- end certified.smoothing --------------------------------------------------------------------
 
 # --- certified.bounds (bound propagation: IBP, CROWN, CROWN-IBP) --------------------------------
-from robustlab.certified.bounds import bounds, margin_spec, verified, verified_accuracy  # noqa: E402
+from robustlab.certified.bounds import bounds, margin_spec, verified, verified_accuracy
 
 __all__ += ["bounds", "margin_spec", "verified", "verified_accuracy"]
 # --- end certified.bounds -----------------------------------------------------------------------
