@@ -61,8 +61,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed:
     return model.eval()
 
 
-def timed(fn, repeats: int):
+def timed(fn, repeats: int, warmup: int = 0):
     out, times = None, []
+    for _ in range(warmup):
+        fn()
     for _ in range(repeats):
         t = time.perf_counter()
         out = fn()
@@ -76,7 +78,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=THREADS)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     stub = Path(tempfile.mkdtemp()) / "graphviz.py"
@@ -87,7 +89,7 @@ def main() -> None:
     from auto_LiRPA import BoundedModule, BoundedTensor
     from auto_LiRPA.perturbations import PerturbationLpNorm
 
-    from robustlab.certified import bounds, margin_spec
+    from robustlab.certified import _graph, bounds, margin_spec
     from robustlab.data import load_dataset
 
     (xtr, ytr), (xte, yte) = (load_dataset("digits", split=s).tensors() for s in ("train", "test"))
@@ -97,12 +99,19 @@ def main() -> None:
     # "l2-interior": the same digits mapped to [0.25, 0.75], so the L2 balls stay inside the
     # [0, 1] box and the box can never tighten a bound: robustlab must then equal auto_LiRPA
     settings = [("linf", 0.01), ("linf", 0.03), ("l2", 0.1), ("l2", 0.3), ("l2-interior", 0.2)]
-    rows = []
+    rows, setup = [], []
     for name, model in make_models().items():
         torch.manual_seed(0)
         model = train(model, xtr, ytr, epochs, seed=0)
         C = margin_spec(y, 10)
-        bm = BoundedModule(model, torch.zeros_like(x[:1]), verbose=False)
+        # one-off costs: auto_LiRPA builds a BoundedModule; robustlab traces on its first call
+        # (kept for later calls on the same model), here the first IBP call with an empty cache
+        _graph._TRACES.clear()
+        _, t_first = timed(lambda: bounds(model, x, eps=0.01, method="ibp", C=C), 1)  # noqa: B023
+        bm, t_build = timed(lambda: BoundedModule(model, torch.zeros_like(x[:1]), verbose=False), 1)  # noqa: B023
+        setup.append((name, t_first, t_build))
+        print(f"{name}: first robustlab call (trace + IBP) {t_first * 1e3:.1f} ms, "
+              f"auto_LiRPA BoundedModule build {t_build * 1e3:.1f} ms", flush=True)
         x_all = x
         for setting, eps in settings:
             norm = "l2" if setting.startswith("l2") else "linf"
@@ -115,10 +124,10 @@ def main() -> None:
             bx = BoundedTensor(x, ptb)
             for ours, theirs in (("ibp", "IBP"), ("crown", "CROWN"), ("crown-ibp", "CROWN-IBP")):
                 (rl, ru), t_rl = timed(lambda: bounds(model, x, eps=eps, norm=norm, method=ours, C=C),  # noqa: B023
-                                       args.repeats)
+                                       args.repeats, warmup=1)
                 with torch.no_grad():
                     (al, au), t_al = timed(lambda: bm.compute_bounds(x=(bx,), C=C, method=theirs),  # noqa: B023
-                                           args.repeats)
+                                           args.repeats, warmup=1)
                 scale = torch.maximum(al.abs(), au.abs()).clamp(min=1e-6)
                 rel_l = ((rl - al).abs() / scale).max().item()
                 rel_u = ((ru - au).abs() / scale).max().item()
@@ -146,7 +155,8 @@ def main() -> None:
         f"auto_LiRPA, graphviz stubbed), torch {torch.__version__}, {platform.machine()}, "
         f"{args.threads} torch threads on a shared machine (timings are noisy). {n} test digits, "
         f"models trained {epochs} epochs; bounds on the 9 margins z_y - z_j (margin_spec); "
-        f"median of {args.repeats} calls."),
+        f"median of {args.repeats} calls after one warm-up call, the two libraries' calls "
+        f"interleaved per row."),
         "",
         ("Max rel. diff = max |ours - theirs| / max(|lower|, |upper|) of auto_LiRPA over all "
         "bounds. Tighter/looser: number of bounds (of lower+upper counted once per margin) where "
@@ -176,12 +186,22 @@ def main() -> None:
         'the CNN under L2).'
     )
     times_note = (
-        'Times: robustlab traces the model with torch.fx on every call (about 10 ms for these '
-        "models); auto_LiRPA's BoundedModule is built once, outside the timed calls. CROWN on "
-        'the CNN is slower than auto_LiRPA, which backpropagates convolutions in its sparse '
-        "'patches' form; robustlab keeps dense (N, S, C, H, W) coefficients (conv_transpose2d)."
+        "Times (warm): the median of the timed calls, after a first call. auto_LiRPA's "
+        "BoundedModule is built once, outside the timed calls; robustlab traces the model with "
+        "torch.fx on its first call and reuses the trace while the model's structure, modes "
+        "and attributes are unchanged (weights are read on every call). One-off costs, measured "
+        "once per model:"
     )
-    lines += ["", l2_note, "", times_note, ""]
+    setup_lines = [f"- {name}: robustlab's first call (trace + IBP) {tf * 1e3:.1f} ms; "
+                   f"auto_LiRPA's BoundedModule build {tb * 1e3:.1f} ms" for name, tf, tb in setup]
+    how_note = (
+        "CROWN's intermediate bounds: both libraries recompute only the neurons IBP leaves "
+        "unstable; robustlab per example (auto_LiRPA takes the union over the batch), propagating "
+        "a convolutional layer's rows as patches over their receptive fields (as auto_LiRPA's "
+        "conv_mode='patches'), specification-first, in 1 MiB chunks. Max rel. diff shows the "
+        "bounds agree all the same (a few 1e-6 on Linf and MLP L2)."
+    )
+    lines += ["", l2_note, "", times_note, "", *setup_lines, "", how_note, ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

@@ -17,11 +17,15 @@ perturbation in the set changes the prediction.
   ``activation_bound_option='adaptive'``, Verified-Intelligence/auto_LiRPA
   ``auto_LiRPA/operators/relu.py`` ``_relu_lower_bound_init``: ``upper_k > 0.5``, which is
   ``u > -l``). Pre-activation bounds of every ReLU are themselves computed by CROWN, layer by
-  layer, with an identity specification (chunked to bound memory), for the neurons that IBP
-  (run on the CROWN-tightened earlier layers) leaves unstable in some example; the result is
-  intersected with that IBP interval. Both are what auto_LiRPA does by default (sparse
-  intermediate bounds with IBP reference bounds, ``backward_bound.py``
-  ``restore_sparse_bounds``), so the two agree to rounding (docs/benchmarks/certified_bounds.md).
+  layer, with an identity specification, for the neurons that IBP (run on the CROWN-tightened
+  earlier layers) leaves unstable, each example for its own unstable neurons; the result is
+  intersected with that IBP interval. auto_LiRPA's default is the same with the union of the
+  batch's unstable neurons (sparse intermediate bounds with IBP reference bounds,
+  ``backward_bound.py`` ``get_sparse_C`` / ``restore_sparse_bounds``). The relaxation of a
+  neuron IBP proves stable is exact whatever its interval, so the two can differ only through
+  the IBP reference intervals of later layers; they agree within a few 1e-6 relative
+  (docs/benchmarks/certified_bounds.md), and here an example's bounds do not depend on the
+  rest of its batch.
 - **CROWN-IBP** (Zhang et al. 2020, "Towards stable and efficient training of verifiably robust
   neural networks", Sec. 3, Eq. 9): IBP pre-activation bounds, one CROWN pass for the output.
 
@@ -46,6 +50,16 @@ auto_LiRPA's ``BoundLinear.interval_propagate`` does for non-Linf perturbations,
 ``operators/linear.py``). Both intersections are of sound sets, so the result is sound; where
 the box clips the ball (inputs near 0 or 1) the bounds are usually tighter than auto_LiRPA's,
 which bound the whole ball.
+
+Speed
+-----
+CROWN's intermediate bounds of convolutional layers propagate each neuron's coefficients only
+on its receptive field ("patches", as auto_LiRPA's ``conv_mode='patches'``,
+``auto_LiRPA/patches.py``), one row per unstable (example, neuron) pair; coefficients are laid
+out specification-first and processed in chunks of ``CERTIFIED_CROWN_CHUNK_ELEMENTS``; small
+convolutions are applied as matrix products. The torch.fx trace of a model is kept and reused
+while the model's structure, modes and attributes are unchanged (weights are read on every
+call), so repeated calls (certified training, sweeps over eps) do not re-trace.
 
 :func:`differentiable_bounds` returns the same bounds attached to the autograd graph (for IBP and
 CROWN-IBP certified training), using the model in its current mode; see its docstring for
