@@ -67,8 +67,11 @@ class Mahalanobis:
         the paper's selection in ``fit`` (it needs ``val_in`` and ``val_out``): for each grid value
         the logistic ensemble is fit on the first half of each validation set and scored on the
         second half; the value with the lowest FPR at 95% TPR there wins (ties: higher AUROC, then
-        the smaller eps), as the reference's regression scripts pick the best TNR at TPR 95% on
-        their validation split; the ensemble is then refit on all validation inputs.
+        the smaller eps), as the reference picks the best TNR at TPR 95% on the held-out part of
+        its validation data (deep_Mahalanobis_detector OOD_Regression_Mahalanobis.py: logistic
+        regression on 500 + 500 validation inputs, selection on the rest; ADV_Regression.py
+        selects by AUROC instead). Unlike the reference, the ensemble is then refit on all
+        validation inputs at the chosen eps.
     batch_size : int >= 1, default EVAL_BATCH_SIZE
         Inputs per forward pass (memory only).
 

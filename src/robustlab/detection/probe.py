@@ -18,8 +18,11 @@ Out sets, generated from the evaluation half without downloads:
   permuted independently across rows: the same marginals, the joint structure destroyed);
 - ``adversarial`` (inputs in ``[0, 1]`` only): APGD-CE (or PGD) at the adversarial probe's
   headline radius on a random subset of at most ``num_attack_examples`` evaluation examples. As in
-  Lee et al. (2018, Sec. 3.2), only examples that are classified correctly and that the attack
-  breaks count: the in set is those clean inputs, the out set their adversarial versions.
+  Lee et al. (2018, Sec. 3.2; deep_Mahalanobis_detector ADV_Samples.py keeps the examples whose
+  clean input is classified correctly and whose adversarial input is not), only examples that are
+  classified correctly and that the attack breaks count: the in set is those clean inputs, the
+  out set their adversarial versions. (The reference also requires a Gaussian-noised copy to be
+  classified correctly and adds those copies to the in set; the probe does not.)
 
 Detectors: maximum softmax probability, energy, kNN on penultimate features and the Mahalanobis
 detector with its layer ensemble (``layers="auto"``) and input pre-processing (``eps="auto"``),
