@@ -599,6 +599,8 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
     if total_rows == 0:
         return lo, hi
     plan = _patch_plan(graph, idx)
+    if plan is not None and _patch_cost(graph, plan) >= sum(math.prod(ops[j].shape) for j in plan):
+        plan = None  # windows as large as the layers (deep networks, small images): dense is cheaper
     relu_maps = {j: _relax(ops[j], *pre[op.args[0]]) for j, op in enumerate(ops[:idx])
                  if op.kind in ("relu", "leaky_relu") and (plan is None or j in plan)}
     if plan is not None:
@@ -877,6 +879,11 @@ def _patch_plan(graph: Graph, idx: int) -> dict[int, Geometry] | None:
                 return None
             plan[src] = merged
     return plan
+
+
+def _patch_cost(graph: Graph, plan: dict[int, Geometry]) -> int:
+    """Coefficients one row holds over all layers of ``plan`` as patches."""
+    return sum(graph.ops[j].shape[0] * g[0] * g[1] for j, g in plan.items())
 
 
 def _gather(m: torch.Tensor, e: torch.Tensor | None, li: torch.Tensor, lj: torch.Tensor, g: Geometry,
