@@ -787,3 +787,7 @@ DET_PROBE_HIST_BINS = 30
 #: conv_transpose2d (measured on CPU: the product wins for small layers and few channels, e.g.
 #: 5x faster for a 16 -> 1 channel 8x8 layer, and ties at 512 x 1024 entries).
 CERTIFIED_CONV_MATRIX_ELEMENTS = 2**18
+#: Chunk size of CROWN's coefficients on a GPU (2**24 floats = 64 MiB): there the cost of a chunk
+#: is kernel launches, not memory traffic, so chunks are large (the CPU value is
+#: CERTIFIED_CROWN_CHUNK_ELEMENTS).
+CERTIFIED_CROWN_CHUNK_ELEMENTS_ACCELERATOR = 2**24

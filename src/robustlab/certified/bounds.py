@@ -56,7 +56,8 @@ Speed
 CROWN's intermediate bounds of convolutional layers propagate each neuron's coefficients only
 on its receptive field ("patches", as auto_LiRPA's ``conv_mode='patches'``,
 ``auto_LiRPA/patches.py``), one row per unstable (example, neuron) pair; coefficients are laid
-out specification-first and processed in chunks of ``CERTIFIED_CROWN_CHUNK_ELEMENTS``; small
+out specification-first and processed in chunks (``CERTIFIED_CROWN_CHUNK_ELEMENTS`` on CPU,
+``CERTIFIED_CROWN_CHUNK_ELEMENTS_ACCELERATOR`` on a GPU); small
 convolutions are applied as matrix products. The torch.fx trace of a model is kept and reused
 while the model's structure, modes and attributes are unchanged (weights are read on every
 call), so repeated calls (certified training, sweeps over eps) do not re-trace.
@@ -89,6 +90,7 @@ from robustlab._checks import (
 from robustlab._constants import (
     CERTIFIED_CONV_MATRIX_ELEMENTS,
     CERTIFIED_CROWN_CHUNK_ELEMENTS,
+    CERTIFIED_CROWN_CHUNK_ELEMENTS_ACCELERATOR,
     CERTIFIED_METHODS,
     CERTIFIED_NORMS,
 )
@@ -372,6 +374,13 @@ def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, methods: 
     return {m: out[m] for m in methods}
 
 
+def _chunk_elements(x: torch.Tensor) -> int:
+    """Elements one chunk of CROWN coefficients may hold on ``x``'s device."""
+    if x.device.type == "cpu":
+        return CERTIFIED_CROWN_CHUNK_ELEMENTS
+    return CERTIFIED_CROWN_CHUNK_ELEMENTS_ACCELERATOR
+
+
 def _crown_output(graph: Graph, x: torch.Tensor, eps: float, norm: str, pre: dict[int, Interval],
                   C: torch.Tensor | None) -> Interval:
     """One CROWN backward pass from the output (spec ``C``, identity if None) given ``pre``,
@@ -382,7 +391,7 @@ def _crown_output(graph: Graph, x: torch.Tensor, eps: float, norm: str, pre: dic
     s = C.shape[1]
     spec = torch.cat([C, -C], dim=1).transpose(0, 1)  # (2S, N, K)
     widest = max(math.prod(op.shape) for op in graph.ops)
-    chunk = max(1, CERTIFIED_CROWN_CHUNK_ELEMENTS // (2 * s * widest))
+    chunk = max(1, _chunk_elements(x) // (2 * s * widest))
     relax = {j: _relax(op, *pre[op.args[0]]) for j, op in enumerate(graph.ops)
              if op.kind in ("relu", "leaky_relu")}
     parts = []
@@ -581,7 +590,7 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
     the union of the batch's unstable neurons, ``backward_bound.py`` ``get_sparse_C`` /
     ``restore_sparse_bounds``; per example, an example's bounds do not depend on the rest of its
     batch). Rows are chunked so one chunk's coefficients stay below
-    ``CERTIFIED_CROWN_CHUNK_ELEMENTS``.
+    :func:`_chunk_elements`.
 
     When every operation between the input and ``idx`` is convolution-like (see
     :func:`_patch_plan`), the rows are propagated as *patches*: the coefficients of one neuron
@@ -607,7 +616,7 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
         per_row = max(ops[j].shape[0] * g[0] * g[1] for j, g in plan.items())
     else:
         per_row = max(math.prod(op.shape) for op in ops[: idx + 1])
-    chunk = max(1, CERTIFIED_CROWN_CHUNK_ELEMENTS // max(1, 2 * per_row))
+    chunk = max(1, _chunk_elements(x) // max(1, 2 * per_row))
     lows, highs = [], []
     for start in range(0, total_rows, chunk):
         e, j = ex[start:start + chunk], neuron[start:start + chunk]
