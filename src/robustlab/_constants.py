@@ -791,3 +791,25 @@ CERTIFIED_CONV_MATRIX_ELEMENTS = 2**18
 #: is kernel launches, not memory traffic, so chunks are large (the CPU value is
 #: CERTIFIED_CROWN_CHUNK_ELEMENTS).
 CERTIFIED_CROWN_CHUNK_ELEMENTS_ACCELERATOR = 2**24
+
+# --- calibration: training objectives and the scan probe (robustlab.calibration.training, .probe) ----
+#: MaxSup (Zhou et al. 2025): suppression weight ramped linearly from 0.1 to 0.2 over training,
+#: the authors' schedule (ZhouYuxuanYX/Maximum-Suppression-Regularization LT/loss/MAXsupLoss.py,
+#: Conv/ffcv/losses.py begin_lambda=0.1, end_lambda=0.2).
+MAXSUP_ALPHA = 0.1
+MAXSUP_ALPHA_END = 0.2
+#: ACLS (Park et al., ICCV 2023) defaults of the authors' configuration
+#: (cvlab-yonsei/ACLS configs/loss/acls.yaml: alpha 0.1, pos_lambda 1.0, neg_lambda 0.1, margin 10).
+ACLS_ALPHA = 0.1
+ACLS_POS_LAMBDA = 1.0
+ACLS_NEG_LAMBDA = 0.1
+ACLS_MARGIN = 10.0
+#: Calibration probe: examples of the evaluation data used at most (digits' test split has 360).
+CAL_PROBE_NUM_EXAMPLES = 1000
+#: Corruptions of the "corrupted" job, one per ImageNet-C category (noise, blur, weather, digital),
+#: at the middle severity of the corruptions probe's 1-5 scale, with that probe's preset rule.
+CAL_PROBE_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "brightness", "contrast")
+CAL_PROBE_SEVERITY = 3
+#: APGD-CE iterations of the "adversarial" job (AutoAttack's 100), at the adversarial probe's
+#: headline linf eps on its example subset (ADV_PROBE_EPS, ADV_PROBE_NUM_EXAMPLES).
+CAL_PROBE_ATTACK_STEPS = 100

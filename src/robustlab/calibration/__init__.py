@@ -4,10 +4,13 @@
   classwise ECE, Brier score, NLL, reliability diagrams (drawn by :func:`plot_reliability`);
 * selective classification (:mod:`~robustlab.calibration.selective`): risk-coverage curve, AURC;
 * post-hoc scalers on logits (:mod:`~robustlab.calibration.scaling`): temperature, vector and
-  matrix scaling, fitted by L-BFGS on held-out data.
-
-Training-time calibration objectives are not here: label smoothing is the Trainer objective
-"label-smoothing" of :mod:`robustlab.label_noise`.
+  matrix scaling, fitted by L-BFGS on held-out data;
+* training-time objectives (:mod:`~robustlab.calibration.training`): the Trainer objectives
+  "maxsup" (MaxSup, Zhou et al. 2025) and "adaptive-label-smoothing" (ACLS, Park et al. 2023);
+  plain label smoothing and mixup are the objectives "label-smoothing" and "mixup" of
+  :mod:`robustlab.label_noise`;
+* the scan probe "calibration" (:mod:`~robustlab.calibration.probe`): calibration on clean data,
+  under corruptions and under attack.
 """
 
 from robustlab.calibration.metrics import (
@@ -51,3 +54,14 @@ __all__ = [
     "reliability_diagram",
     "risk_coverage_curve",
 ]
+
+# --- training ---
+from robustlab.calibration.training import (
+    AdaptiveConditionalLabelSmoothing,
+    MaxSup,
+    acls_loss,
+    maxsup_loss,
+)
+
+__all__ += ["AdaptiveConditionalLabelSmoothing", "MaxSup", "acls_loss", "maxsup_loss"]
+# --- end training ---
