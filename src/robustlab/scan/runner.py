@@ -10,10 +10,11 @@ with the other jobs; failed jobs run again on the next resume. The exception is
 data, so every other probe would fail the same way; the scan stops and raises it (the model is
 also checked on a few examples before any job runs).
 
-Backends: ``"local"`` runs jobs one after the other in this process. Jobs are independent
-:class:`JobTask` s executed by :func:`execute_job`, a pure function of (task, model, data), and an
-executor yields their :class:`JobOutcome` s; only this process writes to the store. A Ray backend
-is an executor that sends :func:`execute_job` calls to workers (``pip install 'robustlab[ray]'``).
+Backends: ``"local"`` runs jobs one after the other in this process; ``"ray"`` sends them to a
+Ray cluster (:mod:`robustlab.scan.backends`). Jobs are independent :class:`JobTask` s executed by
+:func:`execute_job`, a pure function of (task, model, data), and an executor yields their
+:class:`JobOutcome` s as they finish; only this process writes to the store, one transaction per
+job, so a kill loses only the jobs in flight on either backend.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from robustlab._checks import check_choice, check_int, check_writable_dir, fail
+from robustlab._checks import check_int, check_writable_dir, fail
 from robustlab._constants import DEFAULT_SEED, EVAL_BATCH_SIZE, SCAN_ERROR_MAX_CHARS, STORE_FILENAME
 from robustlab._progress import progress as progress_bar
 from robustlab.data.dataset import Dataset
@@ -153,36 +154,20 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= SCAN_ERROR_MAX_CHARS else text[:SCAN_ERROR_MAX_CHARS - 3] + "..."
 
 
-def _local_executor(tasks: Sequence[JobTask], model: Any, data: Dataset) -> Iterator[JobOutcome]:
-    # A generator: each outcome is stored before the next job starts, so a kill loses one job at most.
-    for task in tasks:
-        yield execute_job(task, model, data)
-
-
-#: Backend names ``run_scan`` accepts; each needs an executor in ``_EXECUTORS`` to run.
+#: Backend names ``run_scan`` accepts (executors in :mod:`robustlab.scan.backends`).
 BACKENDS: tuple[str, ...] = ("local", "ray")
 
-# The extension point: a Ray executor maps execute_job over workers and yields outcomes as they
-# complete (ray.wait); storing stays in this process. Not written yet.
-_EXECUTORS: dict[str, Executor] = {"local": _local_executor}
 
-
-def check_backend(backend: str) -> str:
-    """Validate a backend name up front (before any training or data loading); return it."""
-    _executor(backend)
+def check_backend(backend: str, *, address: str | None = None) -> str:
+    """Validate a backend name (and Ray address) up front, before any training or data loading."""
+    _executor(backend, address)
     return backend
 
 
-def _executor(backend: str) -> Executor:
-    check_choice("backend", backend, BACKENDS)
-    if backend == "ray" and "ray" not in _EXECUTORS:
-        try:
-            import ray  # noqa: F401  (optional dependency)
-        except ImportError:
-            fail("backend", "'local', or 'ray' with Ray installed (pip install 'robustlab[ray]')",
-                 "'ray' but Ray is not installed", describe_got=False)
-        fail("backend", "'local' (the Ray backend is not available in this version of robustlab)", backend)
-    return _EXECUTORS[backend]
+def _executor(backend: str, address: str | None = None) -> Executor:
+    from robustlab.scan.backends import get_executor  # backends imports this module
+
+    return get_executor(backend, address=address)
 
 
 # --------------------------------------------------------------------------- identity
@@ -290,6 +275,7 @@ def run_scan(
     model_info: Mapping[str, Any] | None = None,
     data_info: Mapping[str, Any] | None = None,
     backend: str = "local",
+    address: str | None = None,
     progress: bool | None = None,
 ) -> ScanSummary:
     """Run every job of every probe, store each as it finishes, and write the HTML report.
@@ -310,7 +296,12 @@ def run_scan(
         ``data.info()``. They do not identify the run: the weights, the data and the seed do (for a
         non-module callable, ``model_info`` does); probe settings identify each probe's jobs.
     backend : {"local", "ray"}, default "local"
-        ``"ray"`` is reserved for the Ray backend (needs ``pip install 'robustlab[ray]'``).
+        Where jobs run: one after the other in this process, or as Ray tasks (needs
+        ``pip install 'robustlab[ray]'``; see :mod:`robustlab.scan.backends`). Either way only
+        this process writes the store, and the stored values are the same.
+    address : str, optional
+        Ray cluster address for ``backend="ray"`` (passed to ``ray.init``; default: Ray's choice,
+        or the session already initialised in this process).
     progress : bool, optional
         Progress bar; ``None`` shows it only on a terminal.
 
@@ -325,7 +316,7 @@ def run_scan(
     ModelOutputError
         The model does not return ``(N, K)`` logits for ``data``; the scan stops.
     """
-    executor = _executor(backend)
+    executor = _executor(backend, address)
     if not isinstance(data, Dataset):
         fail("data", "a robustlab Dataset", data, error=InvalidTypeError)
     probes = _check_probes(probes)
