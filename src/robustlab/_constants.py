@@ -813,3 +813,32 @@ CAL_PROBE_SEVERITY = 3
 #: APGD-CE iterations of the "adversarial" job (AutoAttack's 100), at the adversarial probe's
 #: headline linf eps on its example subset (ADV_PROBE_EPS, ADV_PROBE_NUM_EXAMPLES).
 CAL_PROBE_ATTACK_STEPS = 100
+
+# --- certified: certified training (robustlab.certified.training) ----
+#: Shapes of the eps ramp of IBP / CROWN-IBP training (robustlab.certified.training.eps_schedule).
+CERT_TRAIN_SCHEDULES = ("linear", "smoothed")
+#: Epochs of plain training (eps = 0) before the ramp: CROWN-IBP config/mnist_crown.json
+#: "schedule_start": 1 (auto_LiRPA simple_training.py start=3 is 2; deepmind train.py 2000 steps).
+CERT_TRAIN_WARMUP_EPOCHS = 1
+#: Default ramp length as a fraction of the epochs after warm-up: CROWN-IBP mnist_crown.json ramps
+#: over 60 of 100 epochs, auto_LiRPA simple_training.py "length=60" of 100 epochs.
+CERT_TRAIN_RAMP_FRACTION = 0.6
+#: "smoothed" ramp: polynomial part's share and power (deepmind interval_bound_propagation
+#: src/utils.py smooth_schedule mid_point=.25, beta=4.; auto_LiRPA SmoothedScheduler mid 0.25, beta 4).
+CERT_TRAIN_RAMP_MID = 0.25
+CERT_TRAIN_RAMP_EXPONENT = 4.0
+#: IBP's clean-CE weight kappa 1 -> 0.5 over the ramp (Gowal et al. 2018, Sec. 4; deepmind
+#: examples/train.py --nominal_xent_init 1 --nominal_xent_final .5).
+CERT_TRAIN_IBP_KAPPA_START = 1.0
+CERT_TRAIN_IBP_KAPPA_END = 0.5
+#: CROWN-IBP's reference configurations train on the bound's CE alone ("method": "robust" in
+#: CROWN-IBP config/mnist_crown.json, cifar_crown.json; auto_LiRPA cifar_training.py): kappa 0.
+CERT_TRAIN_CROWN_IBP_KAPPA_START = 0.0
+CERT_TRAIN_CROWN_IBP_KAPPA_END = 0.0
+#: CROWN-IBP's bound weight beta 1 -> 0 over the ramp (Zhang et al. 2020, Sec. 3; CROWN-IBP
+#: defaults.json "final-beta": 0.0); below 1e-5 only IBP is computed (train.py "if beta < 1e-5").
+CERT_TRAIN_BETA_START = 1.0
+CERT_TRAIN_BETA_END = 0.0
+CERT_TRAIN_BETA_TINY = 1e-5
+#: Training examples on which the per-epoch verified error is estimated (history metrics).
+CERT_TRAIN_VERIFY_EXAMPLES = 256
