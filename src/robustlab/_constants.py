@@ -842,3 +842,19 @@ CERT_TRAIN_BETA_END = 0.0
 CERT_TRAIN_BETA_TINY = 1e-5
 #: Training examples on which the per-epoch verified error is estimated (history metrics).
 CERT_TRAIN_VERIFY_EXAMPLES = 256
+
+
+# --- repair: signatures (robustlab.repair.signatures) ----
+#: Share of a model's weighted layers a signature keeps when ``num_layers`` is not given
+#: (rounded up, at least one). The reference keeps 7 of VGG-16's 13 convolutions
+#: (VITA-Group/Robust_Weight_Signatures, model_patching.py ``--keep_num 7``).
+RWS_DEFAULT_LAYER_FRACTION = 0.5
+#: Quantisation widths a signature may be stored in (None = the weights' float dtype).
+RWS_BITS = (8, 4)
+#: File format tag and version written into a signature's safetensors metadata.
+RWS_FORMAT = "robustlab-signature"
+RWS_FORMAT_VERSION = 1
+#: The undo record ``robustlab repair signature apply`` writes next to a patched model.
+RWS_PATCH_LOG_FILENAME = "signature_patches.safetensors"
+#: Scales of :func:`signature_scale_curve` when none are given: off, partial, full and beyond.
+RWS_CURVE_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)

@@ -10,3 +10,26 @@
 """
 
 __all__: list[str] = []
+
+# --- signatures ---
+from robustlab.repair.signatures import (
+    PatchLog,
+    Signature,
+    SignatureCurve,
+    apply_signature,
+    apply_signatures,
+    extract_signature,
+    layer_changes,
+    load_signature,
+    quantize_signature,
+    remove_signature,
+    save_signature,
+    signature_scale_curve,
+)
+
+__all__ += [
+    "PatchLog", "Signature", "SignatureCurve", "apply_signature", "apply_signatures", "extract_signature",
+    "layer_changes", "load_signature", "quantize_signature", "remove_signature", "save_signature",
+    "signature_scale_curve",
+]
+# --- end signatures ---
