@@ -399,7 +399,8 @@ class CalibrationProbe(Probe):
                     + ", ".join(f"{n} ECE {r['ece']:.1%}" for n, r, _, _ in per_set) + ".")
         _, raw, _, held_ts = per_set[0]
         wrong = raw["mean_confidence_wrong"]
-        text = (f"APGD-CE at linf eps={self.eps:.4g} on {len(out.sets[0].labels)} examples: accuracy "
+        text = (f"APGD-CE at linf eps={self.eps:.4g} on {len(out.sets[0].labels)} examples (each broken example at "
+                f"the first iterate that breaks it, as in the evaluation): accuracy "
                 f"{raw['accuracy']:.2%}, ECE {raw['ece']:.2%}, mean confidence {raw['mean_confidence']:.2%}")
         if np.isfinite(wrong):
             text += f" ({wrong:.2%} on its wrong predictions)"
