@@ -71,19 +71,30 @@ def _console(stderr: bool = False) -> Any:
 
 
 # --------------------------------------------------------------------------- scan
-@app.command(epilog="Example: robustlab scan --data digits --model small-cnn --out runs/digits")
+@app.command(epilog="Examples: robustlab scan --data digits --model small-cnn --out runs/digits ·  "
+                    "robustlab scan --config examples/sweep.toml --backend ray")
 def scan(
-    model: Annotated[list[str], typer.Option(help="A saved model (folder, .safetensors, TorchScript .pt) or an "
-                                             "architecture name to train (cached) on the data. Repeat to "
-                                             "scan several models and compare them in one page.")] = ["small-cnn"],
-    data: Annotated[str, typer.Option(help="A built-in dataset name or a path (CIFAR folder, MNIST IDX "
-                                      "folder, ImageFolder, .npz, .csv).")] = "digits",
-    probes: Annotated[str, typer.Option(help="Comma-separated probe names, or 'all'.")] = "all",
+    model: Annotated[Optional[list[str]], typer.Option(
+        help="A saved model (folder, .safetensors, TorchScript .pt) or an architecture name to train "
+        "(cached) on the data. Repeat to scan several models and compare them in one page. "
+        "Default: small-cnn.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="A built-in dataset name or a path (CIFAR folder, MNIST "
+                                                "IDX folder, ImageFolder, .npz, .csv). Default: digits.")] = None,
+    probes: Annotated[Optional[str], typer.Option(help="Comma-separated probe names, or 'all' (the "
+                                                  "default).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (results.sqlite + report.html); with several "
-                                                "--model, the folder holding one run folder per model and "
-                                                "compare.html. Default: runs/scan-DATA-MODEL.")] = None,
-    backend: Annotated[str, typer.Option(help="Where probe jobs run: local or ray.")] = "local",
-    seed: Annotated[int, typer.Option(help="Seed for training and every probe (the test split is fixed).")] = DEFAULT_SEED,
+                                                "--model or --config, the folder holding one run folder per "
+                                                "run and compare.html. Default: runs/scan-DATA-MODEL.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="A sweep file (TOML): models x datasets x seeds x probe-setting grids, one run each; "
+        "see below and examples/sweep.toml. Replaces --model, --data, --probes, --seed and --epochs.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Where probe jobs run: local (this process, the "
+                                                   "default) or ray.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --backend ray (host:port, "
+                                                   "auto or local; default: RAY_ADDRESS, else the latest "
+                                                   "local cluster, else a new local Ray).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for training and every probe (the test split is "
+                                                "fixed). Default: 0.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs when training the model (default: "
                                                   "the architecture's recipe).")] = None,
     retrain: Annotated[bool, typer.Option(help="Ignore the cached trained model.")] = False,
@@ -94,11 +105,35 @@ def scan(
     Running the same command again resumes an interrupted scan and skips what is already stored.
     With several --model (e.g. the same architecture trained with different methods on the same
     noisy labels), each is scanned into its own run folder and compare.html puts them side by side.
+
+    Sweeps (--config FILE, TOML; every key optional): out = "runs/sweep"; seeds = \\[0, 1];
+    datasets = \\["digits"]; models = \\["small-cnn", "runs/elr/model"], or one \\[\\[models]] table per
+    model with name, label, epochs, method, method_params, label_noise (a list of epochs, methods or
+    noise specs such as "symmetric:0.2" sweeps it; "none" = clean labels); one \\[probes.NAME] table
+    per probe with its settings (e.g. eps = {linf = \\[0.05, 0.1]}, one job per eps), and
+    \\[probes.NAME.grid] with arrays of settings to sweep (one run per combination). Without
+    \\[probes] every probe runs. Each (model, dataset, seed, grid point) gets a run folder under --out
+    and compare.html compares them all; running the same command again resumes every run.
     """
     from robustlab.scan import PROBES, build_probe, run_scan
     from robustlab.scan.runner import check_backend
 
-    check_backend(backend)
+    if config is not None:
+        given = [flag for flag, value in (("--model", model), ("--data", data), ("--probes", probes),
+                                          ("--seed", seed), ("--epochs", epochs)) if value is not None]
+        if given:
+            from robustlab._checks import fail
+
+            fail("config", f"used without {', '.join(given)} (the sweep file lists models, data, probes "
+                 "and seeds)", " ".join(given), describe_got=False)
+        _scan_sweep(config, out=out, backend=backend, address=address, retrain=retrain)
+        return
+    backend = backend or "local"
+    check_backend(backend, address=address)
+    model = model or ["small-cnn"]
+    data = data or "digits"
+    probes = probes or "all"
+    seed = DEFAULT_SEED if seed is None else seed
     from robustlab._constants import SCAN_PROBE_ORDER
 
     def position(name: str) -> tuple[int, str]:  # the report's order: known probes first
@@ -119,7 +154,7 @@ def scan(
         entry_model, test_data, model_info = _scan_model(one, data, seed=seed, epochs=epochs, retrain=retrain)
         summary = run_scan(entry_model, test_data, probe_objs, out_dir=out_dir, seed=seed,
                            model_info=model_info, data_info=test_data.info() | {"source": data},
-                           backend=backend)
+                           backend=backend, address=address)
         _print_scan_summary(summary)
     if len(model) > 1:
         from robustlab.scan.compare import write_comparison
@@ -127,6 +162,26 @@ def scan(
         page = write_comparison(run_dirs, run_dirs[0].parent, labels=labels)
         _console().print(f"comparison: {page}")
 
+
+def _scan_sweep(config: Path, *, out: Path | None, backend: str | None, address: str | None,
+                retrain: bool) -> None:
+    """``scan --config``: every run of the sweep, a summary line per run and the comparison page."""
+    from robustlab.scan.sweep import expand_sweep, load_sweep, run_sweep
+
+    sweep = load_sweep(config)
+    runs = expand_sweep(sweep)
+    points = len(runs) // (len(sweep.models) * len(sweep.datasets) * len(sweep.seeds))
+    _console().print(f"sweep {config}: {len(runs)} runs ({len(sweep.models)} models x {len(sweep.datasets)} "
+                     f"datasets x {len(sweep.seeds)} seeds x {points} grid points)")
+    result = run_sweep(sweep, out=out, backend=backend, address=address, retrain=retrain)
+    console = _console()
+    for run, summary in result.runs:
+        console.print(f"{run.label}: jobs run {summary.jobs_run}, skipped {summary.jobs_skipped}, failed "
+                      f"{len(summary.failed)} — {summary.report_path}")
+        for probe, job, error in summary.failed:
+            console.print(f"  [red]failed[/red] {probe} {job}: {error}")
+    if result.comparison is not None:
+        console.print(f"comparison: {result.comparison}")
 
 def _model_labels(models: list[str]) -> list[str]:
     """A short name per ``--model``: a saved model's folder (``runs/elr/model`` -> ``elr``), else its name."""
