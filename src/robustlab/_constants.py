@@ -858,3 +858,36 @@ RWS_FORMAT_VERSION = 1
 RWS_PATCH_LOG_FILENAME = "signature_patches.safetensors"
 #: Scales of :func:`signature_scale_curve` when none are given: off, partial, full and beyond.
 RWS_CURVE_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+# --- repair: interpolate / adaptive (robustlab.repair.interpolate, .adaptive) ----
+#: Integer buffers (BatchNorm's num_batches_tracked) cannot be mixed: interpolate_weights takes
+#: them from model_a for alpha <= this value, from model_b above (the nearer endpoint).
+INTERP_INTEGER_BUFFER_SWITCH = 0.5
+#: Most coefficients one interpolation curve evaluates.
+INTERP_MAX_ALPHAS = 1000
+#: `robustlab repair interpolate` defaults: the grid, the threat model and the examples evaluated.
+INTERP_CLI_ALPHAS = "0,0.25,0.5,0.75,1"
+INTERP_CLI_EPS = "8/255"
+INTERP_CLI_SUITE = "fast"
+INTERP_CLI_NUM_EXAMPLES = 200
+#: Adaptive smoothing (Bai et al., SIMODS 2024). The composite loss of the mixing network,
+#: c_bce * BCE(gamma, s) + c_ce * CE(mixed, y) + c_prod * BCE * CE with s = 0 on clean and 1 on
+#: adversarial inputs; constants of the reference configuration
+#: (Bai-YT/AdaptiveSmoothing configs/cifar10_edm_apgd.yaml: bce 1.5, ce 0, prod 0.3).
+ADAPTIVE_LOSS_BCE = 1.5
+ADAPTIVE_LOSS_CE = 0.0
+ADAPTIVE_LOSS_PROD = 0.3
+#: Mixing network optimiser: AdamW, as the reference trainer (adaptive_smoothing/trainer.py),
+#: with its weight decay 1e-5; the learning rate is larger than its 5e-5 because the network is
+#: trained from scratch here on small data (the reference fine-tunes for 3 epochs of CIFAR).
+ADAPTIVE_LR = 1e-3
+ADAPTIVE_WEIGHT_DECAY = 1e-5
+ADAPTIVE_EPOCHS = 10
+ADAPTIVE_BATCH_SIZE = 64
+#: Hidden width of the default mixing network (a two-layer perceptron on pooled features).
+ADAPTIVE_HIDDEN_SIZE = 64
+#: PGD steps of the adaptive attack (through the mixed model) that makes the adversarial half
+#: of every training batch; the reference uses APGD with about 75 steps on CIFAR.
+ADAPTIVE_ATTACK_STEPS = 10
+#: Floor of the per-feature standard deviation used to standardise the mixing network's input.
+ADAPTIVE_FEATURE_STD_FLOOR = 1e-6

@@ -33,3 +33,26 @@ __all__ += [
     "signature_scale_curve",
 ]
 # --- end signatures ---
+
+# --- interpolate ---
+from robustlab.repair.interpolate import (  # noqa: E402
+    InterpolationCurve,
+    interpolate_weights,
+    interpolation_curve,
+    plot_interpolation,
+)
+
+__all__ += ["InterpolationCurve", "interpolate_weights", "interpolation_curve", "plot_interpolation"]
+# --- end interpolate ---
+
+# --- adaptive ---
+from robustlab.repair.adaptive import (  # noqa: E402
+    MixedClassifier,
+    MixingFit,
+    MixingNetwork,
+    fit_mixing_network,
+    mixed_log_probs,
+)
+
+__all__ += ["MixedClassifier", "MixingFit", "MixingNetwork", "fit_mixing_network", "mixed_log_probs"]
+# --- end adaptive ---
