@@ -337,6 +337,10 @@ class CalibrationProbe(Probe):
         if not isinstance(model, torch.nn.Module):
             return _Outcome((), "Not applicable: APGD needs the model's gradients (a torch.nn.Module).",
                             temperature)
+        # where predict_logits runs the model: the device of its first parameter or buffer
+        first = next(iter((*model.parameters(), *model.buffers())), None)
+        if first is not None:
+            xa, ya = xa.to(first.device), ya.to(first.device)
         res = apgd(model, xa, ya, eps=self.eps, norm="linf", loss="ce", num_steps=self.attack_steps,
                    generator=_seeded(self.seed, "attack", self.eps))
         logits = self._logits(model, res.adv_inputs.detach(), data.num_classes)

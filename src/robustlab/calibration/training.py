@@ -75,7 +75,7 @@ def maxsup_loss(logits: Any, labels: Any, *, alpha: float = MAXSUP_ALPHA) -> tor
     Notes
     -----
     Label smoothing with strength ``alpha`` equals ``CE + alpha * (z_y - mean_k z_k)`` (the
-    paper's decomposition, Sec. 3); MaxSup replaces the true-class logit ``z_y`` by the largest
+    paper's decomposition of label smoothing); MaxSup replaces the true-class logit ``z_y`` by the largest
     logit ``z_max``, so the penalty also falls on confident *wrong* predictions.
 
     Examples
@@ -112,8 +112,8 @@ class MaxSup(BaseObjective):
 
     Notes
     -----
-    Per example, with logits :math:`z` over :math:`K` classes (paper Sec. 3, the README's
-    :math:`L_{MaxSup}`):
+    Per example, with logits :math:`z` over :math:`K` classes (the paper's MaxSup loss, also
+    written out in the authors' README):
 
     .. math:: \\ell = \\mathrm{CE}(z, y) + \\alpha \\Big(\\max_k z_k - \\frac1K \\sum_k z_k\\Big)
 
