@@ -740,3 +740,170 @@ def _print_attack(record: dict[str, Any]) -> None:
 _FLAG_FOR_ARGUMENT.update({"eps": "--eps", "norm": "--norm", "suite": "--suite",
                            "num_examples": "--num-examples"})
 
+
+# --------------------------------------------------------------------------- repair signature
+def _load_patched(model_dir: Path, flag: str) -> tuple[Any, Any]:
+    """A saved model and, when its folder holds one, the undo record of the signatures on it."""
+    from robustlab._checks import fail
+    from robustlab._constants import RWS_PATCH_LOG_FILENAME
+    from robustlab.errors import DataNotFoundError
+    from robustlab.models import load_model
+    from robustlab.repair.signatures import load_patch_log
+
+    if not model_dir.exists():
+        fail(flag, "a saved model folder", str(model_dir), error=DataNotFoundError)
+    net, mconf = load_model(model_dir)
+    if model_dir.is_dir():
+        load_patch_log(net, model_dir / RWS_PATCH_LOG_FILENAME)
+    return net, mconf
+
+
+def _check_out(out: Path, *, overwrite: bool, is_file: bool) -> None:
+    from robustlab._checks import fail
+    from robustlab._constants import MODEL_WEIGHTS_FILENAME
+
+    taken = out.exists() if is_file else (out / MODEL_WEIGHTS_FILENAME).exists()
+    if taken and not overwrite:
+        fail("out", f"a path that does not hold a {'file' if is_file else 'model'} yet (or pass --overwrite)",
+             str(out))
+    if is_file and (out.is_dir() or not out.parent.is_dir()):
+        fail("out", "a file path in an existing folder", str(out))
+
+
+def _save_patched(net: Any, mconf: Any, out: Path) -> None:
+    from robustlab._constants import RWS_PATCH_LOG_FILENAME
+    from robustlab.models import save_model
+    from robustlab.repair.signatures import save_patch_log
+
+    save_model(net, out, mconf)
+    if save_patch_log(net, out / RWS_PATCH_LOG_FILENAME) is None:
+        (out / RWS_PATCH_LOG_FILENAME).unlink(missing_ok=True)
+
+
+def _print_signature(sig: Any, title: str) -> None:
+    import math
+
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name, justify in (("layer", "left"), ("parameters", "right"), ("relative change", "right")):
+        table.add_column(name, justify=justify)
+    for layer in sig.layers:
+        count = sum(math.prod(s) for p, s in zip(sig.params, sig.shapes) if p.startswith(layer + ".") or p == layer)
+        change = sig.relative_change.get(layer)
+        table.add_row(layer, str(count), "" if change is None else f"{change:.4g}")
+    _console().print(table)
+    kind = "float" if sig.bits is None else f"int{sig.bits}"
+    _console().print(f"{kind} signature{f' ({sig.name})' if sig.name else ''}: {sig.num_bytes:,} bytes, full "
+                     f"weight copy {sig.full_copy_bytes:,} bytes, {sig.compression_ratio:.1f}x smaller")
+
+
+@signature_app.command("extract", epilog="Example: robustlab repair signature extract --base runs/clean/model "
+                       "--tuned runs/fog/model --out fog.safetensors --bits 8 --name fog")
+def signature_extract(
+    base: Annotated[Path, typer.Option(help="The clean model (a saved model folder).")],
+    tuned: Annotated[Path, typer.Option(help="The same architecture fine-tuned from --base on a corruption.")],
+    out: Annotated[Path, typer.Option(help="Where the signature goes (.safetensors).")],
+    layers: Annotated[str, typer.Option(help="auto (the shallow layers that changed most), shallow (the first "
+                                        "--num-layers) or comma-separated layer/parameter names.")] = "auto",
+    num_layers: Annotated[Optional[int], typer.Option(help="Layers kept by auto/shallow (default: half the "
+                                                      "model's, rounded up).")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="Quantise to 8 or 4 bits (default: float, exact).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="The corruption's name, stored with the signature.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+) -> None:
+    """Extract a robust weight signature: --tuned minus --base on a few shallow layers (Cai et al. 2023)."""
+    import warnings
+
+    from robustlab.repair.signatures import extract_signature, save_signature
+
+    _check_out(out, overwrite=overwrite, is_file=True)
+    base_net, _ = _load_patched(base, "base")
+    tuned_net, _ = _load_patched(tuned, "tuned")
+    spec: Any = layers if layers in ("auto", "shallow") else [x.strip() for x in layers.split(",") if x.strip()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sig = extract_signature(base_net, tuned_net, layers=spec, num_layers=num_layers, bits=bits, name=name)
+    save_signature(sig, out)
+    _print_signature(sig, f"robustlab repair signature extract — {len(sig.layers)} layers")
+    _console().print(f"signature: {out}")
+
+
+def _scales_for(scale: list[float] | None, n: int) -> list[float]:
+    from robustlab._checks import fail
+
+    values = list(scale or [1.0])
+    if len(values) == 1:
+        values = values * n
+    if len(values) != n:
+        fail("scale", f"given once (for all) or once per --signature ({n})", f"{len(values)} values",
+             describe_got=False)
+    return values
+
+
+@signature_app.command("apply", epilog="Example: robustlab repair signature apply --model runs/clean/model "
+                       "--signature fog.safetensors --signature snow.safetensors --scale 0.8 --out runs/patched")
+def signature_apply(
+    model: Annotated[Path, typer.Option(help="The model to patch (a saved model folder).")],
+    signature: Annotated[list[Path], typer.Option(help="A signature file; repeat to compose several.")],
+    out: Annotated[Path, typer.Option(help="Folder for the patched model (with its undo record).")],
+    scale: Annotated[Optional[list[float]], typer.Option(help="Strength: once for all, or once per "
+                                                         "--signature (default 1.0).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a model already in --out.")] = False,
+) -> None:
+    """Add robust weight signatures to a model: theta + sum_i scale_i * signature_i.
+
+    The undo record written next to the model lets `remove` restore the weights bit for bit.
+    """
+    from robustlab._checks import check_number
+    from robustlab.repair.signatures import apply_signatures, load_signature
+
+    scales = [check_number("scale", s) for s in _scales_for(scale, len(signature))]
+    _check_out(out, overwrite=overwrite, is_file=False)
+    net, mconf = _load_patched(model, "model")
+    sigs = [load_signature(p) for p in signature]
+    patched = apply_signatures(net, sigs, scales)
+    _save_patched(patched, mconf, out)
+    for sig, s in zip(sigs, scales):
+        _print_signature(sig, f"applied at scale {s:g}")
+    _console().print(f"patched model: {out} (signatures on it: {len(patched.robustlab_patches.applied())})")
+
+
+@signature_app.command("remove", epilog="Example: robustlab repair signature remove --model runs/patched "
+                       "--signature fog.safetensors --scale 0.8 --out runs/unpatched")
+def signature_remove(
+    model: Annotated[Path, typer.Option(help="A patched model folder.")],
+    signature: Annotated[Path, typer.Option(help="The signature file to take off.")],
+    out: Annotated[Path, typer.Option(help="Folder for the model without the signature.")],
+    scale: Annotated[float, typer.Option(help="The scale it was applied with.")] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a model already in --out.")] = False,
+) -> None:
+    """Take a robust weight signature off a model.
+
+    Exact (bit for bit) when --model holds the undo record `apply` wrote; otherwise arithmetic,
+    within floating-point rounding (a warning says so).
+    """
+    import warnings
+
+    from robustlab._checks import check_number
+    from robustlab.repair.signatures import load_signature, remove_signature
+
+    check_number("scale", scale)
+    _check_out(out, overwrite=overwrite, is_file=False)
+    net, mconf = _load_patched(model, "model")
+    sig = load_signature(signature)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = remove_signature(net, sig, scale=scale)
+    exact = not caught
+    _save_patched(restored, mconf, out)
+    _print_signature(sig, f"removed at scale {scale:g}")
+    if not exact:
+        _console(stderr=True).print("warning: no undo record for this signature at this scale; removed "
+                                    "arithmetically (exact up to floating-point rounding)")
+    _console().print(f"model: {out} ({'exact' if exact else 'arithmetic'} removal)")
+
+
+_FLAG_FOR_ARGUMENT.update({"base": "--base", "tuned": "--tuned", "sig": "--signature", "sigs": "--signature",
+                           "scales": "--scale", "num_layers": "--num-layers", "bits": "--bits",
+                           "layers": "--layers"})
