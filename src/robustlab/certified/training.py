@@ -32,7 +32,8 @@ Schedules (per optimizer step ``t``; ``S`` steps per epoch)
 - **Ramp**: over the next ``ramp_epochs * S`` steps ``eps_t`` grows from 0 to ``eps_train``
   (:func:`eps_schedule`), then stays there. ``"linear"`` is the reference codes'
   ``linear_schedule`` (deepmind ``interval_bound_propagation/src/utils.py``; CROWN-IBP
-  ``eps_scheduler.py``): ``eps_t = eps_train * clip((t - t0) / (t1 - t0), 0, 1)``.
+  ``eps_scheduler.py``) evaluated after the step: ``eps_t = eps_train * clip((t + 1 - t0) /
+  (t1 - t0), 0, 1)`` with ``t0 = warmup_epochs * S``, ``t1 = t0 + ramp_epochs * S``.
   ``"smoothed"`` is their ``smooth_schedule`` (auto_LiRPA ``SmoothedScheduler``, the schedule
   Shi et al. 2021 train with): ``alpha * (t - t0)^p`` up to the point ``t0 + mid * (t1 - t0)``,
   then linear, with ``alpha`` chosen so both pieces meet with the same slope (``mid = 0.25``,
@@ -133,9 +134,10 @@ def eps_schedule(step: int, *, eps: float, warmup_steps: int, ramp_steps: int, k
     eps : float >= 0
         Final radius (``eps_train``).
     warmup_steps : int >= 0
-        Steps ``t < warmup_steps`` have radius 0; the ramp starts at ``t0 = warmup_steps``.
+        Steps ``t < warmup_steps`` have radius 0; the ramp's first step is ``t0 = warmup_steps``.
     ramp_steps : int >= 0
-        The ramp ends at ``t1 = warmup_steps + ramp_steps``; 0 jumps to ``eps`` at ``t0``.
+        Steps ``t0 .. t1 - 1`` with ``t1 = warmup_steps + ramp_steps`` ramp up, the last one at
+        ``eps``; 0 jumps to ``eps`` at ``t0``.
     kind : {"linear", "smoothed"}, default "linear"
     mid : float in [0, 1], default 0.25
         ``"smoothed"``: fraction of the ramp spent on the polynomial part.
@@ -148,17 +150,26 @@ def eps_schedule(step: int, *, eps: float, warmup_steps: int, ramp_steps: int, k
 
     Notes
     -----
-    ``"linear"``: ``eps * clip((t - t0) / (t1 - t0), 0, 1)`` (deepmind/interval-bound-propagation
-    ``interval_bound_propagation/src/utils.py`` ``linear_schedule``; 0 at ``t = t0``, ``eps`` from
-    ``t1`` on). ``"smoothed"`` (``smooth_schedule`` there; auto_LiRPA ``eps_scheduler.py``
-    ``SmoothedScheduler``): with ``tm = t0 + floor(mid * (t1 - t0))``,
-    ``alpha = eps / ((t1 - tm) * p * (tm - t0)^(p - 1) + (tm - t0)^p)``, the radius is
-    ``alpha * (t - t0)^p`` for ``t0 < t < tm`` and the line from ``(tm, alpha (tm - t0)^p)`` to
+    Both shapes are the reference schedules ``f(u)`` evaluated at ``u = t + 1`` (the number of
+    steps taken once this one is done), for ``t >= t0``. ``"linear"``:
+    ``f(u) = eps * clip((u - t0) / (t1 - t0), 0, 1)`` (deepmind/interval-bound-propagation
+    ``interval_bound_propagation/src/utils.py`` ``linear_schedule``). ``"smoothed"``
+    (``smooth_schedule`` there; auto_LiRPA ``eps_scheduler.py`` ``SmoothedScheduler``): with
+    ``tm = t0 + floor(mid * (t1 - t0))`` and
+    ``alpha = eps / ((t1 - tm) * p * (tm - t0)^(p - 1) + (tm - t0)^p)``, ``f(u)`` is
+    ``alpha * (u - t0)^p`` for ``t0 < u < tm`` and the line from ``(tm, alpha (tm - t0)^p)`` to
     ``(t1, eps)`` afterwards, so value and slope are continuous at ``tm``.
+
+    Deviation: the references evaluate ``f`` at ``u = t``, so their first ramp step still
+    trains at radius 0 and the last step of the ramp's last epoch at ``eps * (1 - 1/(t1 - t0))``
+    (full ``eps`` only from the next epoch). Here the ``t1 - t0`` steps of the ramp epochs run
+    at ``eps / (t1 - t0), ..., eps``, so a ramp ending with the run's last epoch still reaches
+    ``eps`` — the same convention as robustlab's adversarial eps ramp-up
+    (:func:`robustlab.adversarial.training_core.eps_at`).
 
     Examples
     --------
-    >>> eps_schedule(15, eps=0.4, warmup_steps=10, ramp_steps=10)
+    >>> eps_schedule(14, eps=0.4, warmup_steps=10, ramp_steps=10)
     0.2
     """
     if step < warmup_steps:
@@ -166,19 +177,20 @@ def eps_schedule(step: int, *, eps: float, warmup_steps: int, ramp_steps: int, k
     if ramp_steps <= 0:
         return float(eps)
     t0, t1 = warmup_steps, warmup_steps + ramp_steps
-    if step >= t1:
+    u = step + 1
+    if u >= t1:
         return float(eps)
     if kind == "linear":
-        return float(eps) * (step - t0) / ramp_steps
+        return float(eps) * (u - t0) / ramp_steps
     tm = t0 + int(ramp_steps * mid)
     if tm <= t0:  # no polynomial part: the line from (t0, 0)
-        return float(eps) * (step - t0) / ramp_steps
+        return float(eps) * (u - t0) / ramp_steps
     span = float(tm - t0)
     alpha = eps / ((t1 - tm) * exponent * span ** (exponent - 1) + span ** exponent)
-    if step < tm:
-        return float(alpha * float(step - t0) ** exponent)
+    if u < tm:
+        return float(alpha * float(u - t0) ** exponent)
     mid_value = alpha * span ** exponent
-    return float(mid_value + (eps - mid_value) * (step - tm) / (t1 - tm))
+    return float(mid_value + (eps - mid_value) * (u - tm) / (t1 - tm))
 
 
 def ramp_value(progress: float, start: float, end: float) -> float:
@@ -293,12 +305,12 @@ class _CertifiedObjective(BaseObjective):
         if self.warmup_epochs + ramp > epochs:
             fail("ramp_epochs", f"at most epochs - warmup_epochs = {epochs - self.warmup_epochs} (the ramp "
                  f"to eps_train must end by the last of the {epochs} epochs)", ramp)
-        _check_model_traceable(model, train, self.name, self.norm)
         first = next(iter(train.batches(min(len(train), 256))))
         if first.inputs.numel() and (float(first.inputs.min()) < 0 or float(first.inputs.max()) > 1):
             fail("train", f"inputs in [0, 1] for the {self.name!r} method (normalisation is a layer "
                  "inside the model)", f"values in [{float(first.inputs.min()):.4g}, "
                  f"{float(first.inputs.max()):.4g}]", describe_got=False)
+        _check_model_traceable(model, train, self.name, self.norm)
         self._ramp_epochs = ramp
         self._steps_per_epoch = train.num_batches(config.batch_size)
         self._model = model
