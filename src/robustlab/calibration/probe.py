@@ -112,6 +112,10 @@ def _state_stamp(model: Any) -> tuple[Any, ...]:
     return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
+def _in_unit_box(x: torch.Tensor) -> bool:
+    return x.is_floating_point() and float(x.min()) >= -IMAGE_RANGE_ATOL and float(x.max()) <= 1 + IMAGE_RANGE_ATOL
+
+
 # --------------------------------------------------------------------------- building blocks
 def calibration_metrics(pred_probs: Any, labels: Any, *, n_bins: int = CALIBRATION_N_BINS) -> dict[str, float]:
     """Every number the probe reports for one set of predictions, from the library's functions.
@@ -331,7 +335,7 @@ class CalibrationProbe(Probe):
 
         idx = select_examples(len(data), self.num_attack_examples, self.seed)
         xa, ya = data.load(idx)
-        if not xa.is_floating_point() or float(xa.min()) < -IMAGE_RANGE_ATOL or float(xa.max()) > 1 + IMAGE_RANGE_ATOL:
+        if not _in_unit_box(xa):
             return _Outcome((), "Not applicable: attacks perturb inputs in [0, 1] (normalisation belongs inside "
                                 "the model), as in the adversarial probe.", temperature)
         if not isinstance(model, torch.nn.Module):
