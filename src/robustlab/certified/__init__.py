@@ -43,3 +43,15 @@ from robustlab.certified.bounds import differentiable_bounds
 
 __all__ += ["differentiable_bounds"]
 # --- end certified.bounds.differentiable --------------------------------------------------------
+
+# --- certified.training (IBP / CROWN-IBP certified training objectives) ------------------------
+from robustlab.certified.training import (
+    CROWNIBPTraining,
+    IBPTraining,
+    eps_schedule,
+    robust_cross_entropy,
+    verified_accuracy_metric,
+)
+
+__all__ += ["CROWNIBPTraining", "IBPTraining", "eps_schedule", "robust_cross_entropy", "verified_accuracy_metric"]
+# --- end certified.training ---------------------------------------------------------------------
