@@ -7,7 +7,7 @@ three test files share them.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from robustlab.data import load_dataset
 EPS = 0.1
 
 
-@lru_cache(maxsize=None)
+@cache
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_test, y_test): images (N, 1, 8, 8) in [0, 1]."""
     train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
@@ -67,7 +67,7 @@ def train(net: nn.Module, *, epochs: int, seed: int, adversarial: bool) -> nn.Mo
     return net.eval()
 
 
-@lru_cache(maxsize=None)
+@cache
 def standard_and_robust() -> tuple[nn.Module, nn.Module]:
     """Two tiny BatchNorm nets from the same initialisation: CE-trained and PGD-trained."""
     standard = train(tiny_bn_net(0), epochs=8, seed=1, adversarial=False)

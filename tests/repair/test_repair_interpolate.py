@@ -8,12 +8,24 @@ import math
 
 import pytest
 import torch
+from _mix_fixtures import (
+    EPS,
+    assert_unchanged,
+    digits,
+    snapshot,
+    standard_and_robust,
+    tiny_bn_net,
+)
 from torch import nn
 
-from _mix_fixtures import EPS, assert_unchanged, digits, snapshot, standard_and_robust, tiny_bn_net
 from robustlab.adversarial import evaluate
 from robustlab.errors import InvalidParameterError, InvalidTypeError, RobustlabError
-from robustlab.repair import InterpolationCurve, interpolate_weights, interpolation_curve, plot_interpolation
+from robustlab.repair import (
+    InterpolationCurve,
+    interpolate_weights,
+    interpolation_curve,
+    plot_interpolation,
+)
 
 
 def _pair() -> tuple[nn.Module, nn.Module]:

@@ -142,6 +142,10 @@ class MixingNetwork(nn.Module):
                     p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.ndim != 2 or features.shape[1] != self.feature_mean.shape[0]:
+            fail("mixing_network", f"a network that reads {features.shape[-1]} features (the "
+                 "concatenated pooled features of the chosen layers)",
+                 f"a MixingNetwork built for {self.feature_mean.shape[0]}", describe_got=False)
         z = (features - self.feature_mean) / self.feature_std
         return self.out(torch.relu(self.hidden(z))).squeeze(-1)
 
