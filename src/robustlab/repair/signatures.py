@@ -783,7 +783,7 @@ def signature_scale_curve(
         fail("scales", "a non-empty sequence of finite numbers", scales)
     scale_list = _check_scales(scale_list, len(scale_list), name="scales")
     bs = EVAL_BATCH_SIZE if batch_size is None else check_int("batch_size", batch_size, low=1)
-    _check_fits(base, sig)
+    _check_fits(base, sig, "base")
     clean, corrupted = [], []
     for s in scale_list:
         patched = _patched_copy(base, sig, s)
@@ -888,17 +888,17 @@ def _check_same_architecture(base: nn.Module, tuned: nn.Module) -> None:
          describe_got=False)
 
 
-def _check_fits(model: nn.Module, sig: Signature) -> None:
+def _check_fits(model: nn.Module, sig: Signature, name: str = "model") -> None:
     params = {k: tuple(v.shape) for k, v in model.named_parameters()}
     for p, shape in zip(sig.params, sig.shapes):
         if p not in params:
-            fail("model", f"a model of the signature's architecture (fingerprint {sig.architecture}), with a "
+            fail(name, f"a model of the signature's architecture (fingerprint {sig.architecture}), with a "
                  f"parameter {p!r}", f"a {type(model).__name__} without it", describe_got=False)
         if params[p] != shape:
-            fail("model", f"a model of the signature's architecture (fingerprint {sig.architecture})",
+            fail(name, f"a model of the signature's architecture (fingerprint {sig.architecture})",
                  f"{p!r} of shape {params[p]} where the signature has {shape}", describe_got=False)
         if not _is_float_param(model, p):
-            fail("model", "a model whose patched parameters are floating point", p)
+            fail(name, "a model whose patched parameters are floating point", p)
 
 
 def _is_float_param(model: nn.Module, p: str) -> bool:
