@@ -12,6 +12,7 @@ from _mix_fixtures import (
     EPS,
     assert_unchanged,
     digits,
+    init_weights,
     snapshot,
     standard_and_robust,
     tiny_bn_net,
