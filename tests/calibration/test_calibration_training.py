@@ -21,7 +21,7 @@ from robustlab.calibration.training import (
     acls_loss,
     maxsup_loss,
 )
-from robustlab.data import load_dataset
+from robustlab.data import Dataset, load_dataset
 from robustlab.data.dataset import Batch
 from robustlab.errors import InvalidParameterError
 from robustlab.training import OBJECTIVES, TrainConfig, Trainer, build_objective
@@ -126,6 +126,14 @@ def test_gradients_are_finite_and_push_the_right_way() -> None:
     x = z.clone().requires_grad_(True)
     (maxsup_loss(x, y, alpha=1.0) - F.cross_entropy(x, y)).backward()
     assert torch.allclose(x.grad.sum(1), torch.zeros(4, dtype=x.dtype))  # z_max - mean: shift invariant
+
+
+def test_the_trainer_runs_the_schedule_epoch_by_epoch() -> None:
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.randn(48, 5, generator=g), torch.arange(48) % 3, name="toy")
+    model = nn.Linear(5, 3)
+    result = Trainer(model, "maxsup", TrainConfig(epochs=3, batch_size=16, seed=0)).fit(data)
+    assert [round(row["metrics"]["alpha"], 10) for row in result.history] == [0.1, 0.15, 0.2]
 
 
 @pytest.mark.parametrize(("build", "fragment"), [
