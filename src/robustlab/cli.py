@@ -907,3 +907,163 @@ def signature_remove(
 _FLAG_FOR_ARGUMENT.update({"base": "--base", "tuned": "--tuned", "sig": "--signature", "sigs": "--signature",
                            "scales": "--scale", "num_layers": "--num-layers", "bits": "--bits",
                            "layers": "--layers"})
+
+
+# --------------------------------------------------------------------------- repair interpolate
+from robustlab._constants import (
+    INTERP_CLI_ALPHAS,
+    INTERP_CLI_EPS,
+    INTERP_CLI_NUM_EXAMPLES,
+    INTERP_CLI_SUITE,
+)
+
+
+@repair_app.command("interpolate", epilog="Example: robustlab repair interpolate --model-a runs/ce/model "
+                    "--model-b runs/pgd-at/model --data digits --alphas 0,0.25,0.5,0.75,1 --eps 8/255 "
+                    "--suite fast --num-examples 200 --save-alpha 0.5 --out runs/interpolate")
+def repair_interpolate(
+    model_a: Annotated[str, typer.Option("--model-a", help="The model at alpha = 0 (e.g. the standard one): "
+                                         "a saved model folder, or an architecture name to train (cached).")],
+    model_b: Annotated[str, typer.Option("--model-b", help="The model at alpha = 1 (e.g. the adversarially "
+                                         "trained one), of --model-a's architecture.")],
+    data: Annotated[str, typer.Option(help="A built-in dataset name or a path; its test split is "
+                                      "evaluated.")] = "digits",
+    alphas: Annotated[str, typer.Option(help="Comma-separated mixing coefficients; the weights are "
+                                        "(1 - alpha) * a + alpha * b (values outside [0, 1] "
+                                        "extrapolate).")] = INTERP_CLI_ALPHAS,
+    eps: Annotated[str, typer.Option(help="Radius of the threat model: a decimal (0.1) or a fraction "
+                                     "(8/255), for inputs in [0, 1].")] = INTERP_CLI_EPS,
+    norm: Annotated[str, typer.Option(help="linf, l2 or l1.")] = "linf",
+    suite: Annotated[str, typer.Option(help="fast (APGD-CE + APGD-T), standard, plus or rand.")] = INTERP_CLI_SUITE,
+    num_examples: Annotated[Optional[int], typer.Option(help="Evaluate a seeded random subset of this many "
+                                                        "test examples.")] = INTERP_CLI_NUM_EXAMPLES,
+    seed: Annotated[int, typer.Option(help="Seed of the subset and of the attacks' randomness.")] = DEFAULT_SEED,
+    batch_size: Annotated[int, typer.Option(help="Examples attacked at a time.")] = ADV_EVAL_BATCH_SIZE,
+    save_alpha: Annotated[Optional[float], typer.Option(help="Also save the model interpolated at this "
+                                                        "alpha to OUT/model (needs --out).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for interpolation.json (and the saved "
+                                                "model).")] = None,
+) -> None:
+    """Trace clean and robust accuracy along the line between two models' weights (WiSE-FT / RiFT).
+
+    Every alpha is evaluated with the same attack randomness, so the points differ by their weights
+    only; the table also names the alpha with the best clean accuracy that keeps the best robust
+    accuracy on the curve (RiFT's choice).
+    """
+    import torch
+
+    from robustlab._checks import (
+        check_choice,
+        check_int,
+        check_number,
+        check_writable_dir,
+        fail,
+    )
+    from robustlab.adversarial import NORMS
+    from robustlab.adversarial.evaluate import SUITES
+    from robustlab.adversarial.probe import parse_eps, select_examples
+    from robustlab.repair.interpolate import (
+        check_alphas,
+        check_same_architecture,
+        interpolation_curve,
+    )
+
+    grid = check_alphas("alphas", _parse_alphas(alphas))  # every flag is checked before models load
+    radius = parse_eps(eps, name="eps")
+    check_choice("norm", norm, NORMS)
+    check_choice("suite", suite, SUITES)
+    if num_examples is not None:
+        check_int("num_examples", num_examples, low=1)
+    check_int("seed", seed, low=0)
+    check_int("batch_size", batch_size, low=1)
+    if save_alpha is not None:
+        check_number("save_alpha", save_alpha)
+        if out is None:
+            fail("out", "given with --save-alpha (the folder the interpolated model is saved to)", None)
+    if out is not None:
+        check_writable_dir("out", out)
+    _check_model_flag("model_a", model_a)
+    _check_model_flag("model_b", model_b)
+    net_a, test_data, info_a = _scan_model(model_a, data, seed=seed, epochs=None, retrain=False)
+    net_b, _, info_b = _scan_model(model_b, data, seed=seed, epochs=None, retrain=False)
+    check_same_architecture(net_a, net_b, name="model_b", other="--model-a")
+    x, y = test_data.load(select_examples(len(test_data), num_examples, seed))
+    curve = interpolation_curve(net_a, net_b, x, y, alphas=grid, eps=radius, norm=norm, suite=suite,
+                                batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+    record = {
+        "model_a": info_a, "model_b": info_b, "data": data, "num_examples": curve.num_examples,
+        "norm": norm, "eps": radius, "eps_text": eps, "suite": suite, "seed": seed,
+        "alphas": list(curve.alphas), "clean_accuracy": list(curve.clean_accuracy),
+        "robust_accuracy": list(curve.robust_accuracy), "selected_alpha": curve.select_alpha(),
+        "seconds": curve.seconds, "version": __version__,
+    }
+    _print_interpolation(record)
+    if out is None:
+        return
+    if save_alpha is not None:
+        from robustlab.models import save_model
+        from robustlab.repair.interpolate import interpolate_weights
+
+        config = _saved_config(info_a["path"])
+        path = save_model(interpolate_weights(net_a, net_b, save_alpha), out / "model", config)
+        record["saved_model"] = {"alpha": save_alpha, "path": str(path)}
+        _console().print(f"model (alpha = {save_alpha:g}): {path}")
+    from robustlab._io import atomic_write_text
+
+    atomic_write_text(out / "interpolation.json", json.dumps(record, indent=1) + "\n")
+    _console().print(f"result: {out / 'interpolation.json'}")
+
+
+def _parse_alphas(text: str) -> list[float]:
+    from robustlab._checks import fail
+
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        fail("alphas", "comma-separated numbers (e.g. 0,0.25,0.5,0.75,1)", text)
+
+
+def _check_model_flag(name: str, model: str) -> None:
+    """The error _scan_model would raise, naming this command's flag instead of --model."""
+    from robustlab._checks import fail
+    from robustlab.errors import DataNotFoundError
+    from robustlab.models import model_names
+
+    if not Path(model).exists() and model not in model_names():
+        fail(name, f"a saved model path or an architecture name ({', '.join(model_names())})", model,
+             error=DataNotFoundError)
+
+
+def _saved_config(path: str) -> Any:
+    """The ModelConfig of --model-a, needed to save an interpolated copy."""
+    from robustlab._checks import fail
+    from robustlab.errors import CheckpointError
+    from robustlab.models import load_model
+
+    try:
+        return load_model(path)[1]
+    except CheckpointError:
+        fail("model_a", "a robustlab model folder (or an architecture name) to save an interpolated model "
+             "with --save-alpha", path)
+
+
+def _print_interpolation(record: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"robustlab repair interpolate — {record['model_a']['name']} (alpha 0) to "
+                        f"{record['model_b']['name']} (alpha 1) on {record['data']}, {record['norm']} "
+                        f"eps={record['eps_text']} ({record['eps']:.4g}), {record['suite']} suite, "
+                        f"{record['num_examples']} examples")
+    for name in ("alpha", "clean accuracy", "robust accuracy"):
+        table.add_column(name, justify="right")
+    for a, c, r in zip(record["alphas"], record["clean_accuracy"], record["robust_accuracy"]):
+        mark = a == record["selected_alpha"]
+        cells = (f"{a:g}", f"{c:.4f}", f"{r:.4f}")
+        table.add_row(*(f"[bold]{v}[/bold]" if mark else v for v in cells))
+    _console().print(table)
+    _console().print(f"best clean accuracy at the best robust accuracy (RiFT's choice): alpha = "
+                     f"{record['selected_alpha']:g}; {record['seconds']:.1f} s")
+
+
+_FLAG_FOR_ARGUMENT.update({"model_a": "--model-a", "model_b": "--model-b", "alphas": "--alphas",
+                           "save_alpha": "--save-alpha", "out": "--out"})
