@@ -255,3 +255,10 @@ def _key(job: dict) -> str:
 
 def test_sigkill_then_resume_local(tmp_path, models):
     check_killed_then_resumed(tmp_path, models, backend="local")
+
+
+def test_example_config_is_valid():
+    runs = expand_sweep(load_sweep(Path(__file__).parents[2] / "examples" / "sweep.toml"))
+    assert [r.label for r in runs] == ["small-cnn", "mlp", "cnn-noisy-ce", "cnn-noisy-gce"]
+    assert [m.label_noise for m in (r.model for r in runs)] == [None, None, "symmetric:0.3", "symmetric:0.3"]
+    assert runs[0].probes[-1].params["eps"] == {"linf": [0.05, 0.1, 0.2]}

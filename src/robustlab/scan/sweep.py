@@ -33,7 +33,7 @@ Every key is optional. ::
     [probes.corruptions]
     severities = [1, 3, 5]
     [probes.corruptions.grid]       # a grid: one run per value (per combination of all grids)
-    preset = ["cifar10-c", "imagenet-c"]
+    preset = ["mnist", "cifar"]
 
 Without a ``[probes]`` table every registered probe runs with its defaults. A model given by
 architecture name with method ``"ce"`` and clean labels comes from the model cache, exactly as
