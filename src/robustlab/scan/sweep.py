@@ -45,6 +45,9 @@ in the run folder (``model/``, ``noise.npz``), where a resumed sweep finds it.
 Run folders are named ``<model>-<data>-seed<seed>`` (plus ``-<grid values>`` when the config has
 a grid), so adding a seed or a model to a config keeps the folders of the runs already made.
 
+Relative paths (``out``, datasets, saved models) are relative to the current folder, as on the
+command line, not to the config file.
+
 Errors name the TOML key: ``The 'models[1].epochs' parameter must be an int >= 1. Got 0 instead.``
 Everything is checked (probe settings included) before anything is trained or scanned.
 """
@@ -562,7 +565,8 @@ def run_sweep(config: SweepConfig | str | os.PathLike[str], *, out: str | os.Pat
         config = load_sweep(config)
     retrain = check_bool("retrain", retrain)
     backend = backend if backend is not None else config.backend or "local"
-    address = address if address is not None else config.address
+    # the config's address belongs to its Ray backend: --backend local on the command line drops it
+    address = address if address is not None else config.address if backend == "ray" else None
     get_executor(backend, address=address)  # a missing Ray fails before any training
     runs = expand_sweep(config)
     base = Path(out) if out is not None else config.out if config.out is not None else \
