@@ -16,9 +16,10 @@ flight, and the next run with the same settings skips every stored job, whicheve
     ``address`` is passed to ``ray.init`` as is: ``None`` lets Ray choose (the ``RAY_ADDRESS``
     variable, else the latest cluster started on this machine with ``ray start``, else a new local
     Ray), ``"auto"`` requires an existing cluster, ``"host:port"`` names one, ``"local"`` always
-    starts a new one. When Ray is already initialised in this process, that session is used and
-    ``address`` must be ``None``. Ray stays initialised after the scan (as after any
-    ``ray.init``), so further scans in this process reuse it; ``ray.shutdown()`` stops it. The
+    starts a new one. When Ray is already initialised in this process, that session is used
+    (``address`` must then be ``None``, ``"auto"`` or that cluster's). Ray stays initialised
+    after the scan (as after any ``ray.init``), so further scans in this process reuse it;
+    ``ray.shutdown()`` stops it. The
     workers need the same robustlab (and the module of any custom probe) importable. A worker
     that dies (killed, out of memory) fails its job with a one-line error; the job runs again on
     the next resume. Needs ``pip install 'robustlab[ray]'``.
@@ -42,7 +43,7 @@ from robustlab._checks import check_choice, fail
 from robustlab.data.dataset import Dataset
 from robustlab.scan.runner import JobOutcome, JobTask, execute_job
 
-__all__ = ["BACKENDS", "Executor", "get_executor", "local_executor", "RayExecutor", "check_backend"]
+__all__ = ["BACKENDS", "Executor", "RayExecutor", "check_backend", "get_executor", "local_executor"]
 
 logger = logging.getLogger("robustlab.scan")
 
@@ -93,9 +94,10 @@ class RayExecutor:
     def _connect(self) -> Any:
         ray = _import_ray()
         if ray.is_initialized():
-            if self.address is not None:
-                fail("address", "left out while Ray is already initialised in this process (that "
-                     "session is used)", self.address)
+            current = ray.get_runtime_context().gcs_address
+            if self.address not in (None, "auto", current):
+                fail("address", f"the cluster Ray is already connected to in this process ({current!r}), "
+                     "or left out", self.address)
             return ray
         logger.info("connecting to Ray (address=%s)", self.address)
         try:
