@@ -201,7 +201,12 @@ def main() -> None:
         "conv_mode='patches'), specification-first, in 1 MiB chunks. Max rel. diff shows the "
         "bounds agree all the same (a few 1e-6 on Linf and MLP L2)."
     )
-    lines += ["", l2_note, "", times_note, "", *setup_lines, "", how_note, ""]
+    slower = [r for r in rows if r["t_rl"] > r["t_al"]]
+    summary = (f"robustlab is faster in {len(rows) - len(slower)} of {len(rows)} rows (warm calls); "
+               + ("slower in: " + "; ".join(f"{r['model']} {r['norm']} {r['eps']} {r['method']} "
+                                            f"({r['t_rl'] / r['t_al']:.2f}x)" for r in slower)
+                  if slower else "slower in none") + ".")
+    lines += ["", summary, "", l2_note, "", times_note, "", *setup_lines, "", how_note, ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
 import torch
@@ -125,3 +126,29 @@ def test_an_examples_bounds_do_not_depend_on_its_batch(method: str) -> None:
         lo1, hi1 = bounds(model, x[k:k + 1], eps=0.03, method=method, C=C[k:k + 1])
         torch.testing.assert_close(lo1[0], lo[k], rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(hi1[0], hi[k], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["seq", "branchy"])
+def test_switching_from_patches_to_dense_anywhere_gives_the_same_bounds(name: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows that outgrow their layer are turned into dense maps part-way (``_patch_cut``)."""
+    model = _models()[name]
+    x = _inputs()
+    C = margin_spec(torch.arange(5) % 4, 4).double()
+    want = {norm: bounds(model, x, eps=eps, norm=norm, method="crown", C=C)
+            for norm, eps in (("linf", 0.03), ("l2", 0.3))}
+    real = B._patch_cut
+    for fraction in (0.2, 0.5, 0.8):
+
+        def forced(graph, plan, fraction=fraction):
+            nodes = sorted(plan)
+            cut = nodes[int(fraction * (len(nodes) - 1))]
+            per_row = max(math.prod(graph.ops[j].shape) for j in nodes)
+            assert real(graph, plan)[1] <= per_row
+            return cut, per_row
+
+        monkeypatch.setattr(B, "_patch_cut", forced)
+        for norm, eps in (("linf", 0.03), ("l2", 0.3)):
+            lo, hi = bounds(model, x, eps=eps, norm=norm, method="crown", C=C)
+            torch.testing.assert_close(lo, want[norm][0], rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(hi, want[norm][1], rtol=1e-9, atol=1e-9)

@@ -608,20 +608,19 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
     if total_rows == 0:
         return lo, hi
     plan = _patch_plan(graph, idx)
-    if plan is not None and _patch_cost(graph, plan) >= sum(math.prod(ops[j].shape) for j in plan):
-        plan = None  # windows as large as the layers (deep networks, small images): dense is cheaper
+    cut, per_row = idx + 1, max(math.prod(op.shape) for op in ops[: idx + 1])
+    if plan is not None:
+        cut, per_row = _patch_cut(graph, plan)
+        if cut > idx:
+            plan = None  # windows as large as the layers from the start: dense throughout
     relu_maps = {j: _relax(ops[j], *pre[op.args[0]]) for j, op in enumerate(ops[:idx])
                  if op.kind in ("relu", "leaky_relu") and (plan is None or j in plan)}
-    if plan is not None:
-        per_row = max(ops[j].shape[0] * g[0] * g[1] for j, g in plan.items())
-    else:
-        per_row = max(math.prod(op.shape) for op in ops[: idx + 1])
     chunk = max(1, _chunk_elements(x) // max(1, 2 * per_row))
     lows, highs = [], []
-    for start in range(0, total_rows, chunk):
-        e, j = ex[start:start + chunk], neuron[start:start + chunk]
+    for begin in range(0, total_rows, chunk):
+        e, j = ex[begin:begin + chunk], neuron[begin:begin + chunk]
         if plan is not None:
-            lower = _backward_patches(graph, idx, plan, e, j, x, eps, norm, relu_maps)
+            lower = _backward_patches(graph, idx, plan, cut, e, j, x, eps, norm, relu_maps)
         else:
             relax_rows = {k: tuple(t[e] for t in maps) for k, maps in relu_maps.items()}
             start, spec, bias = _identity_rows(graph, idx, j, x)
@@ -718,17 +717,19 @@ def _dense_conv_matrix(graph: Graph, i: int) -> torch.Tensor | None:
 
 def _backward(graph: Graph, out: int, spec: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
               pre: dict[int, Interval], relax: dict[int, tuple[torch.Tensor, ...]] | None = None,
-              bias: torch.Tensor | None = None) -> torch.Tensor:
+              bias: torch.Tensor | None = None, more: dict[int, torch.Tensor] | None = None
+              ) -> torch.Tensor:
     """Lower bound of ``bias + spec · f_out(x')`` over the input set, shape (S, N).
 
     ``spec`` is (S, N, *shape_out), specification first: elementwise products with per-example
     tensors (N, ...) then broadcast over the outermost dimension, which is several times faster
     than over an inner one. ``bias`` is (S, N) or None. ``relax`` optionally gives each ReLU's
     relaxation (:func:`_relax` of its ``pre`` interval, one row per example) already computed.
+    ``more`` gives coefficients of further operations (below ``out``) to start from as well.
     """
     ops = graph.ops
     s, n = spec.shape[:2]
-    coef: dict[int, torch.Tensor] = {out: spec}
+    coef: dict[int, torch.Tensor] = {out: spec, **(more or {})}
     if bias is None:
         bias = torch.zeros((s, n), dtype=x.dtype, device=x.device)
 
@@ -890,9 +891,41 @@ def _patch_plan(graph: Graph, idx: int) -> dict[int, Geometry] | None:
     return plan
 
 
-def _patch_cost(graph: Graph, plan: dict[int, Geometry]) -> int:
-    """Coefficients one row holds over all layers of ``plan`` as patches."""
-    return sum(graph.ops[j].shape[0] * g[0] * g[1] for j, g in plan.items())
+def _patch_cut(graph: Graph, plan: dict[int, Geometry]) -> tuple[int, int]:
+    """Where to switch from patches to dense coefficients, and the largest row then.
+
+    Windows grow as the backward pass moves towards the input and can outgrow their layer
+    (deep networks on small images). Operations ``>= cut`` are propagated as patches and the
+    rest densely; ``cut`` minimises the coefficients one row holds over all layers of ``plan``
+    (``cut`` above the starting operation: dense throughout, 0: patches throughout).
+    """
+    ops = graph.ops
+    nodes = sorted(plan)
+    patch = {j: ops[j].shape[0] * plan[j][0] * plan[j][1] for j in nodes}
+    dense = {j: math.prod(ops[j].shape) for j in nodes}
+    best, best_cost = nodes[-1] + 1, sum(dense.values())
+    for k, cut in enumerate(nodes):
+        cost = sum(dense[j] for j in nodes[:k]) + sum(patch[j] for j in nodes[k:])
+        if cost < best_cost:
+            best, best_cost = cut, cost
+    per_row = max([patch[j] for j in nodes if j >= best] + [dense[j] for j in nodes if j < best])
+    return (0 if best == nodes[0] else best), per_row
+
+
+def _patch_to_dense(a: torch.Tensor, g: Geometry, shape: tuple[int, ...], li: torch.Tensor,
+                    lj: torch.Tensor, origin: tuple[int, ...]) -> torch.Tensor:
+    """Patches (2, R, C, kh, kw) placed at their rows' windows in (2, R, C, H, W) maps."""
+    kh, kw, sh, sw, ph, pw = g
+    h, w = shape[1:]
+    bottom = max(0, (origin[1] - 1) * sh - ph + kh - h)
+    right = max(0, (origin[2] - 1) * sw - pw + kw - w)
+    r = li.numel()
+    out = a.new_zeros((2, r, shape[0], h + ph + bottom, w + pw + right))
+    ih = li[:, None] * sh + torch.arange(kh, device=li.device)
+    iw = lj[:, None] * sw + torch.arange(kw, device=li.device)
+    rows = torch.arange(r, device=li.device)
+    out[:, rows[:, None, None], :, ih[:, :, None], iw[:, None, :]] = a.permute(1, 3, 4, 0, 2)
+    return out[..., ph:ph + h, pw:pw + w]
 
 
 def _gather(m: torch.Tensor, e: torch.Tensor | None, li: torch.Tensor, lj: torch.Tensor, g: Geometry,
@@ -954,7 +987,7 @@ def _patch_conv_matrix(graph: Graph, i: int, g: Geometry, g_in: Geometry, weight
     return graph.cache[key]
 
 
-def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torch.Tensor,
+def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], cut: int, e: torch.Tensor,
                       neuron: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
                       relu_maps: dict[int, tuple[torch.Tensor, ...]]) -> torch.Tensor:
     """:func:`_backward` for the rows ``(e, neuron)`` of the identity specification of the
@@ -983,7 +1016,7 @@ def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torc
             a = a * _valid(target, ops[j].shape, li, lj, a.dtype)
         coef[j] = coef[j] + a if j in coef else a
 
-    for i in range(idx, 0, -1):
+    for i in range(idx, max(cut, 1) - 1, -1):
         a = coef.pop(i, None)
         if a is None:
             continue
@@ -1027,6 +1060,11 @@ def _backward_patches(graph: Graph, idx: int, plan: dict[int, Geometry], e: torc
                 back = F.conv_transpose2d(flat, weight, None, conv["stride"], 0, 0, groups,
                                           conv["dilation"]).reshape((2, r, c_in) + g_in[:2])
             push(src, back, g_in, True)
+    if cut > 0 and coef:  # the rest densely, from the windows placed in full maps
+        dense = {j: _patch_to_dense(a, plan[j], ops[j].shape, li, lj, origin) for j, a in coef.items()}
+        relax_rows = {k: tuple(t[e] for t in maps) for k, maps in relu_maps.items() if k < cut}
+        top = max(dense)
+        return _backward(graph, top, dense.pop(top), x[e], eps, norm, {}, relax_rows, bias, dense)
     a = coef.pop(0, None)
     if a is None:
         return bias
