@@ -55,7 +55,8 @@ Speed
 -----
 CROWN's intermediate bounds of convolutional layers propagate each neuron's coefficients only
 on its receptive field ("patches", as auto_LiRPA's ``conv_mode='patches'``,
-``auto_LiRPA/patches.py``), one row per unstable (example, neuron) pair; coefficients are laid
+``auto_LiRPA/patches.py``; switching to dense maps part-way where the windows outgrow their
+layers), one row per unstable (example, neuron) pair; coefficients are laid
 out specification-first and processed in chunks (``CERTIFIED_CROWN_CHUNK_ELEMENTS`` on CPU,
 ``CERTIFIED_CROWN_CHUNK_ELEMENTS_ACCELERATOR`` on a GPU); small
 convolutions are applied as matrix products. The torch.fx trace of a model is kept and reused
@@ -597,7 +598,8 @@ def _crown_node(graph: Graph, idx: int, x: torch.Tensor, eps: float, norm: str,
     are nonzero only on its receptive field, so each row keeps just that window, as
     auto_LiRPA's ``conv_mode='patches'`` does (``auto_LiRPA/patches.py``; Xu et al. 2020,
     "Automatic perturbation analysis for scalable certified robustness and beyond", Sec. 3.3 /
-    Appendix). Otherwise a row is a dense coefficient map of each layer's full shape.
+    Appendix), switching to dense maps at the layer :func:`_patch_cut` picks when windows
+    outgrow their layers. Otherwise a row is a dense coefficient map of each layer's full shape.
     """
     n = x.shape[0]
     ops = graph.ops
