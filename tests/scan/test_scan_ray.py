@@ -13,16 +13,18 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robustlab[ray]')")
 
-import sweep_testkit as kit  # noqa: E402
-from test_scan_sweep import CONFIG, check_killed_then_resumed  # noqa: E402
+import sweep_testkit as kit
+from test_scan_sweep import CONFIG, check_killed_then_resumed
 
-from robustlab import zoo  # noqa: E402
-from robustlab.errors import InvalidParameterError  # noqa: E402
-from robustlab.models import load_any  # noqa: E402
-from robustlab.scan import build_probe, run_scan  # noqa: E402
-from robustlab.scan.sweep import run_sweep  # noqa: E402
+from robustlab import zoo
+from robustlab.errors import InvalidParameterError
+from robustlab.models import load_any
+from robustlab.scan import build_probe, run_scan
+from robustlab.scan.sweep import run_sweep
 
 KIT_DIR = str(Path(__file__).parent)
+# One Ray for the module even under pytest-xdist when run with --dist loadgroup.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture(scope="module")
