@@ -339,3 +339,28 @@ def test_signature_repr_and_record(pair):
         assert patched.robustlab_patches.applied() == [("fog", 0.5)]
         remove_signature(patched, sig, scale=0.5)
     assert isinstance(sig, Signature)
+
+
+def test_batchnorm_running_statistics_with_include_buffers():
+    base = build_model("small-cnn", (1, 8, 8), 10, seed=0)
+    tuned = _perturbed(base, 5, size=0.01)
+    with torch.no_grad():
+        tuned.features[1].running_mean.add_(0.3)
+        tuned.features[1].running_var.mul_(0.5)  # a scale of 3 would make it negative
+    plain = extract_signature(base, tuned, layers="shallow", num_layers=2)
+    assert plain.params == ("features.0.weight", "features.1.weight", "features.1.bias")
+    sig = extract_signature(base, tuned, layers="shallow", num_layers=2, include_buffers=True)
+    assert sig.params == ("features.0.weight", "features.1.weight", "features.1.bias",
+                          "features.1.running_mean", "features.1.running_var")  # not num_batches_tracked
+    assert sig.relative_change == plain.relative_change  # ranked on parameters only
+    patched = apply_signature(base, sig)
+    for p in sig.params:
+        torch.testing.assert_close(patched.get_parameter(p) if "running" not in p else patched.get_buffer(p),
+                                   tuned.get_parameter(p) if "running" not in p else tuned.get_buffer(p))
+    assert _bit_equal(_state(remove_signature(patched, sig)), _state(base))
+    half = apply_signature(base, sig, scale=0.5)
+    torch.testing.assert_close(half.features[1].running_var, 0.75 * base.features[1].running_var)
+    with pytest.raises(InvalidParameterError, match="'scale'.*running variances positive"):
+        apply_signature(base, sig, scale=3.0)
+    with pytest.raises(InvalidTypeError, match="'include_buffers'"):
+        extract_signature(base, tuned, include_buffers="yes")

@@ -11,11 +11,11 @@ signatures, and taken off again to restore the clean model (Sec. 4):
 What is a *layer* here: a module that owns parameters directly (a ``Conv2d``/``Linear`` with its
 weight and bias, a ``BatchNorm``'s affine weight and bias), in the order the model declares its
 parameters (input side first, so "shallow" means early in that order). A signature holds the
-differences of the parameters of its layers; buffers (BatchNorm running statistics, the
-normalisation layer's mean/std) are never part of it — running variances are not additive (a
-scale above 1 can make them negative). The reference does the same: its layer lists hold
-weights and BatchNorm affine parameters and leave the running statistics out
-(VITA-Group/Robust_Weight_Signatures, ``tools.py::select_layers``).
+differences of the parameters of its layers. Buffers (BatchNorm running statistics) are left out
+by default, as in the reference, whose layer lists hold weights and BatchNorm affine parameters
+only (VITA-Group/Robust_Weight_Signatures, ``tools.py::select_layers``); ``include_buffers=True``
+adds the chosen layers' running statistics (see :func:`extract_signature`). The normalisation
+layer's mean/std are never part of a signature.
 
 Exact removal. ``(w + s * d) - s * d`` is not ``w`` in floating point. :func:`apply_signature`
 therefore returns a new model that carries an *undo record* (``model.robustlab_patches``, a
@@ -71,6 +71,7 @@ import torch
 from torch import nn
 
 from robustlab._checks import (
+    check_bool,
     check_inputs,
     check_int,
     check_labels,
@@ -120,7 +121,8 @@ class Signature:
     Attributes
     ----------
     params : tuple of str
-        Parameter names (state-dict keys) the signature changes, in the model's order.
+        Tensor names (state-dict keys) the signature changes, in the model's order: parameters,
+        and with ``include_buffers`` BatchNorm running statistics.
     layers : tuple of str
         The layers (modules) those parameters belong to, in the model's order.
     shapes : tuple of tuple of int
@@ -259,6 +261,7 @@ def extract_signature(
     num_layers: int | None = None,
     bits: int | None = None,
     name: str | None = None,
+    include_buffers: bool = False,
 ) -> Signature:
     """Extract the robust weight signature ``tuned - base`` on chosen layers.
 
@@ -285,6 +288,15 @@ def extract_signature(
         differences, exactly.
     name : str, optional
         The corruption the fine-tune was on (stored with the signature).
+    include_buffers : bool, default False
+        Also carry the chosen layers' floating-point buffers (BatchNorm ``running_mean`` and
+        ``running_var``). Off by default, as in the reference, which leaves running statistics
+        out of its signatures and re-estimates them on corrupted data
+        (``tools.py::bn_update``). A fine-tune with BatchNorm in training mode moves the running
+        statistics to the corrupted data's; without them the signature cannot carry that part.
+        Applied with a scale in [0, 1] the running variance is the reference's interpolation
+        ``(1 - s) var_base + s var_tuned``; a scale that would make a variance non-positive is
+        refused.
 
     Returns
     -------
@@ -310,13 +322,16 @@ def extract_signature(
     bits = _check_bits(bits)
     if name is not None and not isinstance(name, str):
         fail("name", "a string (the corruption's name) or None", name, error=InvalidTypeError)
-    _check_same_architecture(base, tuned)
-    layer_of = _layer_map(base)
-    all_layers = list(dict.fromkeys(layer_of.values()))
+    include_buffers = check_bool("include_buffers", include_buffers)
+    _check_same_architecture(base, tuned, buffers=include_buffers)
+    param_layer = _layer_map(base)
+    layer_of = _layer_map(base, buffers=include_buffers)
+    all_layers = list(dict.fromkeys(param_layer.values()))
     if num_layers is not None:
         num_layers = check_int("num_layers", num_layers, low=1, high=len(all_layers))
     base_p, tuned_p = _params(base), _params(tuned)
-    changes = _layer_changes(base_p, tuned_p, layer_of)
+    changes = _layer_changes(base_p, tuned_p, param_layer)
+    base_p, tuned_p = _tensors(base), _tensors(tuned)
     chosen = _choose_params(layers, num_layers, layer_of, all_layers, changes)
     sig = _extract_impl(base, base_p, tuned_p, chosen, layer_of, changes, name)
     return sig if bits is None else _quantize_impl(sig, bits)
@@ -508,7 +523,7 @@ def remove_signature(model: nn.Module, sig: Signature, *, scale: float = 1.0) ->
 
 
 def _apply_impl(model: nn.Module, pairs: list[tuple[Signature, float]]) -> _Entry:
-    params = dict(model.named_parameters())
+    params = _tensors(model)
     pairs_sorted = sorted(pairs, key=lambda ps: (ps[0].fingerprint, ps[1]))
     touched = list(dict.fromkeys(p for sig, _ in pairs_sorted for p in sig.params))
     originals = {p: params[p].detach().clone() for p in touched}
@@ -519,6 +534,10 @@ def _apply_impl(model: nn.Module, pairs: list[tuple[Signature, float]]) -> _Entr
             for sig, scale in pairs_sorted:
                 if p in sig.data:
                     total = total + scale * _delta(sig, p).to(device=w.device, dtype=torch.float64)
+            if p.endswith("running_var") and bool((total <= 0).any()):
+                fail("scale", "a scale that keeps BatchNorm running variances positive (scales in [0, 1] "
+                     f"always do); {p!r} would go non-positive", [sc for _, sc in pairs_sorted],
+                     describe_got=True)
             w.copy_(total.to(w.dtype))
     written = {p: _hash(params[p]) for p in touched}
     return _Entry(pairs=list(pairs), originals=originals, written=written)
@@ -531,7 +550,7 @@ def _undo(model: nn.Module, log: PatchLog, sig: Signature, scale: float) -> bool
                  None)
     if index is None:
         return False
-    params = dict(model.named_parameters())
+    params = _tensors(model)
     latest: dict[str, str] = {}
     for entry in log.entries[index:]:
         latest.update(entry.written)
@@ -725,7 +744,7 @@ def load_patch_log(model: nn.Module, path: str | Path) -> nn.Module:
                                       originals=originals, written=dict(e["written"])))
     except Exception as exc:  # noqa: BLE001 - damaged file or metadata, any kind
         raise CheckpointError(f"Cannot load the signature record '{target}': {_first_line(exc)}.") from None
-    params = dict(model.named_parameters())
+    params = _tensors(model)
     for entry in log.entries:
         for p, value in list(entry.originals.items()):
             if p in params:
@@ -844,15 +863,25 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.named_parameters()}
 
 
-def _layer_map(model: nn.Module) -> dict[str, str]:
-    """Parameter name -> name of the module owning it (model order)."""
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and floating-point buffers by state-dict name (the tensors a signature may patch)."""
+    out: dict[str, torch.Tensor] = dict(model.named_parameters())
+    out.update((k, b) for k, b in model.named_buffers() if b.is_floating_point())
+    return out
+
+
+def _layer_map(model: nn.Module, *, buffers: bool = False) -> dict[str, str]:
+    """Parameter name -> name of the module owning it (model order); with ``buffers``, also the
+    floating-point buffers of modules that own parameters (BatchNorm running statistics)."""
     out: dict[str, str] = {}
     for mod_name, module in model.named_modules():
-        for p_name, _ in module.named_parameters(recurse=False):
-            full = f"{mod_name}.{p_name}" if mod_name else p_name
-            out[full] = mod_name or p_name
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        if buffers and own:
+            own += [n for n, b in module.named_buffers(recurse=False) if b.is_floating_point()]
+        for p_name in own:
+            out[f"{mod_name}.{p_name}" if mod_name else p_name] = mod_name or p_name
     order = [k for k, _ in model.named_parameters()]
-    return {k: out[k] for k in order if k in out}
+    return {k: out[k] for k in order if k in out} | {k: v for k, v in out.items() if k not in order}
 
 
 def _layer_changes(base_p: dict[str, torch.Tensor], tuned_p: dict[str, torch.Tensor],
@@ -873,9 +902,10 @@ def _layer_changes(base_p: dict[str, torch.Tensor], tuned_p: dict[str, torch.Ten
     return out
 
 
-def _check_same_architecture(base: nn.Module, tuned: nn.Module) -> None:
-    a = {k: tuple(v.shape) for k, v in base.named_parameters()}
-    b = {k: tuple(v.shape) for k, v in tuned.named_parameters()}
+def _check_same_architecture(base: nn.Module, tuned: nn.Module, *, buffers: bool = False) -> None:
+    pick = _tensors if buffers else (lambda m: dict(m.named_parameters()))
+    a = {k: tuple(v.shape) for k, v in pick(base).items()}
+    b = {k: tuple(v.shape) for k, v in pick(tuned).items()}
     if a == b:
         return
     missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
@@ -889,7 +919,8 @@ def _check_same_architecture(base: nn.Module, tuned: nn.Module) -> None:
 
 
 def _check_fits(model: nn.Module, sig: Signature, name: str = "model") -> None:
-    params = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    tensors = _tensors(model)
+    params = {k: tuple(v.shape) for k, v in tensors.items()}
     for p, shape in zip(sig.params, sig.shapes):
         if p not in params:
             fail(name, f"a model of the signature's architecture (fingerprint {sig.architecture}), with a "
@@ -897,12 +928,8 @@ def _check_fits(model: nn.Module, sig: Signature, name: str = "model") -> None:
         if params[p] != shape:
             fail(name, f"a model of the signature's architecture (fingerprint {sig.architecture})",
                  f"{p!r} of shape {params[p]} where the signature has {shape}", describe_got=False)
-        if not _is_float_param(model, p):
+        if not tensors[p].is_floating_point():
             fail(name, "a model whose patched parameters are floating point", p)
-
-
-def _is_float_param(model: nn.Module, p: str) -> bool:
-    return dict(model.named_parameters())[p].is_floating_point()
 
 
 def _full_copy_bytes(model: nn.Module) -> int:
