@@ -810,6 +810,8 @@ def signature_extract(
                                                       "model's, rounded up).")] = None,
     bits: Annotated[Optional[int], typer.Option(help="Quantise to 8 or 4 bits (default: float, exact).")] = None,
     name: Annotated[Optional[str], typer.Option(help="The corruption's name, stored with the signature.")] = None,
+    buffers: Annotated[bool, typer.Option("--buffers", help="Also carry the chosen layers' BatchNorm running "
+                                          "statistics (for a fine-tune with BatchNorm in training mode).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Extract a robust weight signature: --tuned minus --base on a few shallow layers (Cai et al. 2023)."""
@@ -823,7 +825,8 @@ def signature_extract(
     spec: Any = layers if layers in ("auto", "shallow") else [x.strip() for x in layers.split(",") if x.strip()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sig = extract_signature(base_net, tuned_net, layers=spec, num_layers=num_layers, bits=bits, name=name)
+        sig = extract_signature(base_net, tuned_net, layers=spec, num_layers=num_layers, bits=bits, name=name,
+                                include_buffers=buffers)
     save_signature(sig, out)
     _print_signature(sig, f"robustlab repair signature extract — {len(sig.layers)} layers")
     _console().print(f"signature: {out}")

@@ -153,3 +153,25 @@ def test_help_ends_with_an_example(capsys):
         assert code == 0
         tail = " ".join(text.split())[-250:]
         assert "Example: robustlab repair signature " + command in tail, tail
+
+
+def test_extract_buffers_carries_batchnorm_statistics(tmp_path, capsys):
+    config = ModelConfig.for_model("small-cnn", (1, 8, 8), 10, params={"channels": [4, 4, 4]})
+    base = build_model("small-cnn", (1, 8, 8), 10, seed=0, channels=[4, 4, 4])
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        tuned.features[0].weight.add_(0.1)
+        tuned.features[1].running_mean.add_(0.2)
+    save_model(base, tmp_path / "base", config)
+    save_model(tuned, tmp_path / "tuned", config)
+    for extra, has_stats in (([], False), (["--buffers"], True)):
+        sig = tmp_path / f"s{len(extra)}.safetensors"
+        code, _, err = _run(["repair", "signature", "extract", "--base", str(tmp_path / "base"), "--tuned",
+                             str(tmp_path / "tuned"), "--out", str(sig), "--layers", "shallow", "--num-layers", "2",
+                             *extra], capsys)
+        assert code == 0, err
+        assert ("features.1.running_mean" in load_signature(sig).params) == has_stats
+    code, _, err = _run(["repair", "signature", "apply", "--model", str(tmp_path / "base"), "--signature",
+                         str(tmp_path / "s1.safetensors"), "--out", str(tmp_path / "p")], capsys)
+    assert code == 0, err
+    assert torch.equal(_weights(tmp_path / "p")["features.1.running_mean"], tuned.features[1].running_mean)
