@@ -364,3 +364,34 @@ def test_batchnorm_running_statistics_with_include_buffers():
         apply_signature(base, sig, scale=3.0)
     with pytest.raises(InvalidTypeError, match="'include_buffers'"):
         extract_signature(base, tuned, include_buffers="yes")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_apply_remove_sequences_match_replaying_what_is_left(seed):
+    """Any interleaving of applications and removals leaves, bit for bit, the model obtained by
+    applying the remaining (signature, scale) pairs to the clean model in their original order."""
+    import random
+
+    rnd = random.Random(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        base = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 4), nn.Linear(4, 2))
+    sigs = [extract_signature(base, _perturbed(base, 10 + i), layers=layers, bits=bits)
+            for i, (layers, bits) in enumerate([(["0"], None), (["0", "1"], 8), (["1", "2"], None), (["2"], 4)])]
+    model, applied = base, []
+    for _ in range(12):
+        if applied and rnd.random() < 0.4:
+            sig, scale = applied[rnd.randrange(len(applied))]
+            last = max(i for i, (s, sc) in enumerate(applied) if s is sig and sc == scale)
+            del applied[last]
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # the exact path, never the arithmetic fallback
+                model = remove_signature(model, sig, scale=scale)
+        else:
+            pair = (rnd.choice(sigs), rnd.choice([0.5, 1.0, -0.3, 2.0]))
+            applied.append(pair)
+            model = apply_signature(model, pair[0], scale=pair[1])
+        expected = base
+        for sig, scale in applied:
+            expected = apply_signature(expected, sig, scale=scale)
+        assert _bit_equal(_state(model), _state(expected))
