@@ -316,6 +316,19 @@ def extract_signature(
     InvalidParameterError
         Architectures differ (parameter names or shapes), an unknown layer name, a bad
         ``num_layers`` or ``bits``.
+
+    Examples
+    --------
+    >>> from robustlab.models import build_model
+    >>> base = build_model("mlp", (1, 8, 8), 10, seed=0)
+    >>> tuned = build_model("mlp", (1, 8, 8), 10, seed=1)  # stands in for a fine-tune of base
+    >>> sig = extract_signature(base, tuned, bits=4, name="fog")
+    >>> sig.layers, sig.num_bytes < sig.full_copy_bytes / 7
+    (('hidden.0', 'hidden.2'), True)
+    >>> patched = apply_signature(base, sig, scale=0.5)
+    >>> restored = remove_signature(patched, sig, scale=0.5)
+    >>> all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), restored.state_dict().values()))
+    True
     """
     _check_module("base", base)
     _check_module("tuned", tuned)
