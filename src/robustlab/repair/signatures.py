@@ -470,6 +470,11 @@ def apply_signature(model: nn.Module, sig: Signature, *, scale: float = 1.0) -> 
     restores the weights bit for bit. Mode (train/eval), ``requires_grad`` and device follow
     ``model``.
 
+    ``model`` needs the signature's tensors (same names and shapes), not the base model's whole
+    architecture: a signature moves to any model sharing those layers (e.g. one with another
+    classifier head, as in the paper's transfer across datasets). The base architecture's
+    fingerprint (:attr:`Signature.architecture`) is stored for reference and named in errors.
+
     Raises
     ------
     InvalidParameterError
