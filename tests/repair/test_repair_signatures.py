@@ -295,6 +295,13 @@ def test_signature_from_a_corruption_fine_tune_patches_the_clean_model():
 
 
 # ----------------------------------------------------------------------------------- bad input
+def _with_nan(model: nn.Module) -> nn.Module:
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.features[0].weight[0, 0, 0, 0] = float("nan")
+    return out
+
+
 def test_bad_input_one_line_errors(pair):
     base, tuned = pair
     sig = extract_signature(base, tuned)
@@ -315,6 +322,7 @@ def test_bad_input_one_line_errors(pair):
         (lambda: extract_signature(base, tuned, layers=["features.99"]), "layers", "features.99"),
         (lambda: extract_signature(base, tuned, layers=["features.0"], num_layers=1), "num_layers", "None"),
         (lambda: apply_signature("model", sig), "model", "nn.Module"),
+        (lambda: extract_signature(base, _with_nan(tuned)), "tuned", "finite"),
         (lambda: apply_signature(base, "sig"), "sig", "Signature"),
         (lambda: signature_scale_curve(base, sig, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long),
                                        scales=[0.0, math.nan]), "scales", "finite"),

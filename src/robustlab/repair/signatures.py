@@ -387,6 +387,9 @@ def _extract_impl(base: nn.Module, base_p: dict[str, torch.Tensor], tuned_p: dic
     for p in chosen:
         b, t = base_p[p], tuned_p[p].to(device=base_p[p].device)
         data[p] = (t.to(b.dtype) - b).detach().cpu().contiguous()
+        if data[p].is_floating_point() and not bool(torch.isfinite(data[p]).all()):
+            fail("tuned", "a model with finite weights (its difference to 'base' has NaN/inf)",
+                 f"non-finite values in {p!r}", describe_got=False)
     return Signature(
         params=tuple(chosen),
         layers=tuple(dict.fromkeys(layer_of[p] for p in chosen)),
