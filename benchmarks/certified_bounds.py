@@ -21,6 +21,7 @@ not, so robustlab's L2 bounds can be tighter; the table reports how many are and
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     stub = Path(tempfile.mkdtemp()) / "graphviz.py"
     stub.write_text("class Digraph:  # plotting only; not needed for bounds\n    pass\n")
     sys.path[:0] = [args.auto_lirpa, str(stub.parent)]
@@ -143,6 +145,7 @@ def main() -> None:
                 print(f"{name} {setting} eps={eps} {ours:9s} max rel diff {r['rel']:.2e} "
                       f"tighter {tighter}/{r['total']} looser {looser} verified {r['ver_rl']:.3f} vs "
                       f"{r['ver_al']:.3f}  time {t_rl * 1e3:.1f} ms vs {t_al * 1e3:.1f} ms", flush=True)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out = args.out if args.out is not None else (None if args.quick else OUT_MD)
     if out is None:
         return
@@ -153,7 +156,9 @@ def main() -> None:
         "",
         (f"auto_LiRPA {auto_LiRPA.__version__} (source checkout of github:Verified-Intelligence/"
         f"auto_LiRPA, graphviz stubbed), torch {torch.__version__}, {platform.machine()}, "
-        f"{args.threads} torch threads on a shared machine (timings are noisy). {n} test digits, "
+        f"{args.threads} torch threads on a shared machine ({os.cpu_count()} cores, 1-min load average "
+        f"{load_start:.1f} at the start and {load_end:.1f} at the end of the run: timings are noisy). "
+        f"{n} test digits, "
         f"models trained {epochs} epochs; bounds on the 9 margins z_y - z_j (margin_spec); "
         f"median of {args.repeats} calls after one warm-up call, the two libraries' calls "
         f"interleaved per row."),
