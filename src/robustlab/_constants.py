@@ -891,3 +891,39 @@ ADAPTIVE_HIDDEN_SIZE = 64
 ADAPTIVE_ATTACK_STEPS = 10
 #: Floor of the per-feature standard deviation used to standardise the mixing network's input.
 ADAPTIVE_FEATURE_STD_FLOOR = 1e-6
+
+# --- certified: scan probe and `robustlab certify` (robustlab.certified.probe) ----
+#: Default radii of the ``certified`` probe's bound propagation per norm, for inputs in [0, 1] at
+#: the scale of the built-in 8x8 digits: CROWN verifies about 95%, 90% and 50% of the zoo's
+#: naturally trained small CNN at these radii, IBP and CROWN-IBP nothing (the gap between the
+#: methods on a network not trained for it); at 0.05 CROWN verifies nothing either. The headline
+#: is the middle radius.
+CERT_PROBE_EPS = (("linf", (0.01, 0.02, 0.03)),)
+#: Bound-propagation methods of the probe (robustlab.certified.bounds); the headline is CROWN's.
+CERT_PROBE_METHODS = ("ibp", "crown-ibp", "crown")
+#: Noise levels of the probe's randomized-smoothing jobs (Cohen et al. 2019 use 0.12, 0.25, 0.5,
+#: 1.0 on [0, 1] pixels; one level keeps the default scan cheap).
+CERT_PROBE_SIGMAS = (0.25,)
+#: Monte Carlo budget of the probe's CERTIFY: n0 selection samples as Cohen et al. (locuslab
+#: certify.py --N0 100), but n = 1,000 estimation samples instead of their 100,000 (a small-n
+#: estimate: the largest certifiable radius is sigma * Phi^-1(alpha^(1/n)) = 2.46 sigma instead of
+#: 3.8 sigma), alpha = 0.001 as theirs.
+CERT_PROBE_N0 = 100
+CERT_PROBE_N = 1000
+CERT_PROBE_ALPHA = 1e-3
+#: L2 radii at which the smoothing jobs report certified accuracy (Cohen et al. Table 1 style).
+CERT_PROBE_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Examples of the probe (one seeded random subset for every job): CROWN on the zoo's small CNN
+#: costs about 0.2 CPU-seconds per example and radius (whatever the radius), CERTIFY with
+#: n0 + n = 1,100 noisy copies about 0.07 CPU-seconds per example, so 20 examples keep the probe
+#: near 15 CPU-seconds (a small-sample estimate: one example is 5 points of accuracy).
+CERT_PROBE_NUM_EXAMPLES = 20
+#: Examples bounded per call of the bound-propagation functions (exact: each example's bounds do
+#: not depend on the rest of its batch; only memory changes).
+CERT_PROBE_BOUNDS_BATCH_SIZE = 128
+#: `robustlab certify` defaults: the radius of bound propagation (the usual CIFAR-10 value), the
+#: smoothing noise level and estimation samples (Cohen et al. use n = 100,000; fewer samples give
+#: smaller certified radii, never unsound ones).
+CERT_CLI_EPS = "8/255"
+CERT_CLI_SIGMA = 0.25
+CERT_CLI_N = 10_000

@@ -951,7 +951,7 @@ def repair_interpolate(
 
     Every alpha is evaluated with the same attack randomness, so the points differ by their weights
     only; the table also names the alpha with the best clean accuracy that keeps the best robust
-    accuracy on the curve (RiFT's choice).
+    accuracy on the curve (a RiFT-style pick).
     """
     import torch
 
@@ -1064,7 +1064,7 @@ def _print_interpolation(record: dict[str, Any]) -> None:
         cells = (f"{a:g}", f"{c:.4f}", f"{r:.4f}")
         table.add_row(*(f"[bold]{v}[/bold]" if mark else v for v in cells))
     _console().print(table)
-    _console().print(f"best clean accuracy at the best robust accuracy (RiFT's choice): alpha = "
+    _console().print(f"best clean accuracy at the best robust accuracy (RiFT-style pick): alpha = "
                      f"{record['selected_alpha']:g}; {record['seconds']:.1f} s")
 
 
