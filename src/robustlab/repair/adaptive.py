@@ -155,7 +155,8 @@ class MixedClassifier(nn.Module):
     """The adaptive-smoothing mixture of a standard and a robust classifier, as logits.
 
     ``forward(x) = log((1 - alpha(x)) * softmax(standard(x)) + alpha(x) * softmax(robust(x)))``
-    (Bai et al., SIMODS 2024, Sec. 3 for a fixed ``alpha``, Sec. 5 for the mixing network).
+    (Bai et al., SIMODS 2024: a fixed ``alpha``, or ``alpha(x)`` from the mixing network;
+    reference code Bai-YT/AdaptiveSmoothing ``models/comp_model.py``).
 
     Parameters
     ----------
@@ -363,7 +364,7 @@ def fit_mixing_network(
     alpha_range: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator,
 ) -> MixingFit:
-    """Train the mixing network of adaptive smoothing (Bai et al., SIMODS 2024, Sec. 5).
+    """Train the mixing network of adaptive smoothing (Bai et al., SIMODS 2024).
 
     Both base models are frozen (eval mode, no parameter gradients; their state is restored).
     Every batch pairs ``B`` clean inputs with ``B`` adversarial ones made by PGD *against the current

@@ -4,11 +4,11 @@ Two models ``a`` and ``b`` with the same modules and state-dict entries are mixe
 
 .. math:: \\theta_\\alpha = (1 - \\alpha)\\,\\theta_a + \\alpha\\,\\theta_b,
 
-(Wortsman et al. 2022, "Robust fine-tuning of zero-shot models", CVPR, Sec. 2, Eq. 1: the
+(Wortsman et al. 2022, "Robust fine-tuning of zero-shot models", CVPR, Sec. 2: WiSE-FT, the
 weight-space ensemble of a zero-shot and a fine-tuned model; Zhu et al. 2023, "Improving
-generalization of adversarial training via robust critical fine-tuning", ICCV, Sec. 3.3: RiFT's
+generalization of adversarial training via robust critical fine-tuning", ICCV, Sec. 3: RiFT's
 last step interpolates the adversarially trained and the fine-tuned weights and keeps the
-coefficient that improves clean accuracy without losing robustness). :func:`interpolation_curve`
+coefficient that improves clean accuracy without compromising robustness). :func:`interpolation_curve`
 traces clean and robust accuracy (an AutoAttack-style suite of :func:`robustlab.adversarial.evaluate`)
 over a grid of coefficients.
 """
@@ -55,8 +55,8 @@ def interpolate_weights(model_a: nn.Module, model_b: nn.Module, alpha: float) ->
     alpha : float
         The mixing coefficient, any finite real. ``0`` gives ``model_a``'s weights and ``1``
         ``model_b``'s, bit for bit. Values outside ``[0, 1]`` extrapolate along the line through
-        the two weight vectors (used in the literature, e.g. Wortsman et al. 2022, Fig. 6; Ilharco
-        et al. 2023's task arithmetic); such a model may be far from both and should be evaluated.
+        the two weight vectors (as in Ilharco et al. 2023's task arithmetic, which adds
+        and subtracts weight differences with coefficients beyond [0, 1]); such a model may be far from both and should be evaluated.
 
     Returns
     -------
@@ -191,11 +191,13 @@ class InterpolationCurve:
     def select_alpha(self, *, max_robust_drop: float = 0.0) -> float:
         """The coefficient with the best clean accuracy among those that keep robustness.
 
-        RiFT's selection (Zhu et al. 2023, Sec. 3.3): of the coefficients whose robust accuracy is
-        at most ``max_robust_drop`` below the best robust accuracy on the curve, the one with the
-        highest clean accuracy; ties go to the higher robust accuracy, then to the first in
-        :attr:`alphas`. RiFT compares to the adversarially trained endpoint; on a curve between a
-        robust and a standard model that endpoint usually holds the best robust accuracy.
+        A RiFT-style selection: RiFT (Zhu et al. 2023, Sec. 3) keeps the interpolation of the
+        adversarially trained and fine-tuned weights that improves clean accuracy without
+        compromising robustness. Here, of the coefficients whose robust accuracy is at most
+        ``max_robust_drop`` below the best robust accuracy on the curve, the one with the highest
+        clean accuracy; ties go to the higher robust accuracy, then to the first in
+        :attr:`alphas`. On a curve between a robust and a standard model the best robust accuracy
+        is usually the robust endpoint's, RiFT's reference.
 
         Parameters
         ----------
