@@ -175,3 +175,22 @@ def test_extract_buffers_carries_batchnorm_statistics(tmp_path, capsys):
                          str(tmp_path / "s1.safetensors"), "--out", str(tmp_path / "p")], capsys)
     assert code == 0, err
     assert torch.equal(_weights(tmp_path / "p")["features.1.running_mean"], tuned.features[1].running_mean)
+
+
+def test_apply_onto_a_patched_model_keeps_the_record(models, tmp_path, capsys):
+    base, tuned, _ = models
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for out, extra in ((a, []), (b, ["--layers", "hidden.2,classifier", "--bits", "4"])):
+        assert _run(["repair", "signature", "extract", "--base", str(base), "--tuned", str(tuned), "--out",
+                     str(out), *extra], capsys)[0] == 0
+    steps = [["apply", "--model", str(base), "--signature", str(a), "--scale", "0.3", "--out", str(tmp_path / "p1")],
+             ["apply", "--model", str(tmp_path / "p1"), "--signature", str(b), "--out", str(tmp_path / "p2")],
+             ["remove", "--model", str(tmp_path / "p2"), "--signature", str(a), "--scale", "0.3", "--out",
+              str(tmp_path / "p3")],
+             ["apply", "--model", str(base), "--signature", str(b), "--out", str(tmp_path / "only_b")]]
+    for args in steps:
+        code, out, err = _run(["repair", "signature", *args], capsys)
+        assert code == 0, err
+        assert args[0] == "apply" or "exact removal" in out
+    w3, wb = _weights(tmp_path / "p3"), _weights(tmp_path / "only_b")
+    assert all(torch.equal(w3[k], wb[k]) for k in wb)  # a removed from under b, bit for bit
