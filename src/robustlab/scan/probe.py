@@ -44,7 +44,8 @@ __all__ = [
 #: Modules that register the built-in probes, imported the first time :data:`PROBES` is read.
 #: A package adding a probe appends its module here (e.g. ``"robustlab.label_noise.probe"``).
 BUILTIN_PROBE_MODULES: tuple[str, ...] = ("robustlab.scan.clean", "robustlab.corruptions.probe",
-                                          "robustlab.label_noise.probe", "robustlab.adversarial.probe")
+                                          "robustlab.label_noise.probe", "robustlab.adversarial.probe",
+                                          "robustlab.calibration.probe", "robustlab.detection.probe")
 
 #: Salt for Matplotlib's SVG ids, so the same figure always renders to the same SVG text.
 _SVG_HASH_SALT = "robustlab"

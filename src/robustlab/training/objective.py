@@ -67,7 +67,9 @@ __all__ = [
 BUILTIN_METHOD_MODULES: tuple[str, ...] = ("robustlab.label_noise.objectives", "robustlab.label_noise.selection",
                                              "robustlab.label_noise.dividemix",
                                              "robustlab.corruptions.augment",
-                                             "robustlab.adversarial.training")
+                                             "robustlab.adversarial.training",
+                                             "robustlab.certified.training",
+                                             "robustlab.calibration.training")
 
 #: What :meth:`Objective.extra_parameters` may yield: a tensor to optimise, or a torch
 #: parameter-group dict (``{"params": [...], "weight_decay": 0.0, ...}``) for its own settings.
