@@ -1,10 +1,10 @@
 """Robust weight signatures: robustness as a weight patch (Cai, Zhang & Wang, ICML 2023).
 
 A model fine-tuned on a corruption differs from the clean model it started from mostly in its
-shallow layers (the paper's observation (i), Sec. 3). The difference on those layers, the *robust
+shallow layers (the paper's observation (i)). The difference on those layers, the *robust
 weight signature* (RWS), is stored on its own (optionally quantised), added to a clean model to
 patch in the robustness, re-scaled to trade clean for corrupted accuracy, composed with other
-signatures, and taken off again to restore the clean model (Sec. 4):
+signatures, and taken off again to restore the clean model (the paper's properties (1)-(3)):
 
     theta_patched = theta_clean + sum_i s_i * RWS_i,     RWS = theta_tuned - theta_clean  (layers L)
 
@@ -305,7 +305,7 @@ def extract_signature(
     Notes
     -----
     Why ``"auto"`` ranks only the shallow half: the paper finds the signature in the shallow
-    layers (Sec. 3.1), and the relative change of deep layers (the classifier above all) is
+    layers (observation (i)), and the relative change of deep layers (the classifier above all) is
     large after any fine-tune without carrying the robustness. On digits (MLP 64-64, contrast
     severity 5, ``tests/repair/test_repair_signatures.py``) ranking all layers picks the second
     hidden layer and the classifier and the patched model stays at 19 % corrupted accuracy;
@@ -491,7 +491,7 @@ def apply_signature(model: nn.Module, sig: Signature, *, scale: float = 1.0) -> 
 
 def apply_signatures(model: nn.Module, sigs: Sequence[Signature], scales: Sequence[float] | float = 1.0
                      ) -> nn.Module:
-    """A new model ``theta + sum_i scales[i] * sigs[i]`` (composition, Sec. 4 "composable").
+    """A new model ``theta + sum_i scales[i] * sigs[i]`` (the paper's property (3), "composable").
 
     The sum is formed in float64 in a canonical order (by signature fingerprint) and rounded
     once, so the result does not depend on the order of ``sigs``, bit for bit. ``scales`` is one
@@ -800,7 +800,7 @@ def signature_scale_curve(
 ) -> SignatureCurve:
     """Clean (and corrupted) accuracy of ``base + s * sig`` for each scale ``s``.
 
-    The paper's "in-situ adjustable" property (Sec. 4): re-scaling the signature trades clean
+    The paper's "in-situ adjustable" property (2): re-scaling the signature trades clean
     accuracy for accuracy on the corruption. ``corrupted_inputs`` are the same examples
     corrupted (same ``labels``); without them only clean accuracy is reported.
     """
