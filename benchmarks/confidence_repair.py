@@ -23,7 +23,7 @@ number is measured on the 360-example digits test split.
 4. Interpolation (robustlab.repair.interpolate): (1 - alpha) * ce + alpha * pgd-at, clean and
    robust (suite "fast": APGD-CE + APGD-T, linf 0.1) accuracy over alpha.
 
-    .venv/bin/python benchmarks/confidence_repair.py            # full: ~5-10 min on a loaded 2-core box
+    .venv/bin/python benchmarks/confidence_repair.py            # full: ~30 min on a loaded 2-core box
     .venv/bin/python benchmarks/confidence_repair.py --quick    # 2-3 epochs, fewer examples
 
 Writes docs/benchmarks/confidence_repair.md (``--quick`` prints it instead unless ``--out``).
@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_MD = ROOT / "docs" / "benchmarks" / "confidence_repair.md"
 THREADS = 2
 EPS = 0.1
-EPOCHS = 15
+#: 10 epochs, not the zoo recipe's 15: the full run has to fit a 2-core machine shared by 8 jobs.
+EPOCHS = 10
 HOLDOUT = 0.2
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ce": ("ce", {}),
@@ -61,7 +62,7 @@ KNN_K = 50
 CORRUPTION, CORRUPTION_SEVERITY = "gaussian_noise", 5
 FINETUNE_EPOCHS, FINETUNE_LR = 5, 1e-3
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 11))
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 # --------------------------------------------------------------------------- data and models
@@ -256,7 +257,7 @@ def _missing(exc: BaseException) -> str:
 def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
     lines = ["# Confidence and repair on digits", ""]
     lines += [
-        (f"Small CNN (`small-cnn`, the zoo's digits recipe, {args.epochs} epochs) per training objective, trained on "
+        (f"Small CNN (`small-cnn`, the zoo's digits recipe but {args.epochs} epochs) per training objective, trained on "
          f"a stratified 80% of the digits training split ({res['n_train']} examples); the other 20% "
          f"({res['n_held']}) is the held-out split for scalers and detector ensembles; every number is on the "
          f"digits test split ({res['n_test']} examples). Seed {args.seed}. Produced by "
@@ -330,9 +331,9 @@ def to_markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
              "variant keeps every layer. Sizes: `Signature.num_bytes` (codes and steps) against "
              "`full_copy_bytes` (every floating-point parameter and buffer). Corrupted accuracy: the test split "
              "with the same corruption (fresh noise). Patched model: base + s * signature "
-             "(`signature_scale_curve`, i.e. `apply_signature(base, sig, scale=s)`); BatchNorm running "
-             "statistics are buffers, not in any signature, so even the every-layer signature at s = 1 is "
-             "not exactly the fine-tuned model."),
+             "(`signature_scale_curve`, i.e. `apply_signature(base, sig, scale=s)`). With the running "
+             "statistics frozen, the every-layer signature at s = 1 is the fine-tuned model (its row "
+             "reproduces the fine-tuned accuracies: a check of apply_signature)."),
             "",
             (f"Base: clean {s['base']['clean']:.4f}, corrupted {s['base']['corrupted']:.4f}. Fine-tuned: clean "
             f"{s['tuned']['clean']:.4f}, corrupted {s['tuned']['corrupted']:.4f} ({s['tune_s']:.1f} s)."),
@@ -400,7 +401,7 @@ def main() -> None:
     args.epochs = 3 if args.quick else EPOCHS
     args.finetune_epochs = 2 if args.quick else FINETUNE_EPOCHS
     args.pgd_examples = 100 if args.quick else 360
-    args.interp_examples = 60 if args.quick else 200
+    args.interp_examples = 30 if args.quick else 60  # APGD-T is the cost of the whole benchmark
     args.scales = (0.0, 0.5, 1.0) if args.quick else SCALES
     alphas = (0.0, 0.5, 1.0) if args.quick else ALPHAS
     started = time.perf_counter()
