@@ -35,9 +35,10 @@ Schedules (per optimizer step ``t``; ``S`` steps per epoch)
   ``eps_scheduler.py``) evaluated after the step: ``eps_t = eps_train * clip((t + 1 - t0) /
   (t1 - t0), 0, 1)`` with ``t0 = warmup_epochs * S``, ``t1 = t0 + ramp_epochs * S``.
   ``"smoothed"`` is their ``smooth_schedule`` (auto_LiRPA ``SmoothedScheduler``, the schedule
-  Shi et al. 2021 train with): ``alpha * (t - t0)^p`` up to the point ``t0 + mid * (t1 - t0)``,
-  then linear, with ``alpha`` chosen so both pieces meet with the same slope (``mid = 0.25``,
-  ``p = 4`` are the reference defaults).
+  Shi et al. 2021 train with), also evaluated after the step: ``alpha * (t + 1 - t0)^p`` up to
+  the point ``t0 + mid * (t1 - t0)``, then linear, with ``alpha`` chosen so both pieces meet
+  with the same slope (``mid = 0.25``, ``p = 4`` are the reference defaults). The one-step shift
+  is a deviation from the references (see :func:`eps_schedule`).
 - **kappa and beta** follow the ramp's progress ``r_t = eps_t / eps_train`` in ``[0, 1]``:
   ``kappa_t = kappa_start + (kappa_end - kappa_start) * r_t``, likewise ``beta_t``. This is
   CROWN-IBP's ``train.py`` (``kappa = (max_eps - eps * (1 - final_kappa)) / max_eps``, the
@@ -65,7 +66,10 @@ The model must be traceable by the bound propagation of :mod:`robustlab.certifie
 training mode and raises one error otherwise (e.g. Dropout in training mode, max pooling).
 BatchNorm layers in training mode normalise the bounds with the clean batch's statistics (see
 :func:`~robustlab.certified.bounds.differentiable_bounds`), as the IBP and auto_LiRPA
-reference code do.
+reference code do. Traceable is not the same as trainable: on digits, ``small-cnn``
+(BatchNorm, average pooling) stays almost entirely unverified after a short IBP run where
+``mlp`` and the reference papers' plain CNNs train well (docs/benchmarks/certified.md); the
+IBP initialisation of Shi et al. 2021 is not implemented.
 
 History
 -------
@@ -290,10 +294,12 @@ class _CertifiedObjective(BaseObjective):
 
     def resolved_ramp_epochs(self, epochs: int) -> int:
         """``ramp_epochs``, or its default for a run of ``epochs`` epochs (``None``: 60% of the
-        epochs after warm-up, as CROWN-IBP's ``config/mnist_crown.json``: 60 of 100 epochs)."""
+        epochs after warm-up, as CROWN-IBP's ``config/mnist_crown.json``: 60 of 100 epochs; at least
+        one epoch, at most the epochs left after warm-up)."""
         if self.ramp_epochs is not None:
             return self.ramp_epochs
-        return max(1, round(CERT_TRAIN_RAMP_FRACTION * (epochs - self.warmup_epochs)))
+        left = max(0, epochs - self.warmup_epochs)
+        return min(left, max(1, round(CERT_TRAIN_RAMP_FRACTION * left)))
 
     def setup(self, *, model: torch.nn.Module, train: Any, config: Any, device: torch.device,
               generator: torch.Generator) -> None:
