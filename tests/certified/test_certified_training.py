@@ -282,6 +282,7 @@ def test_resume_is_exact(name, tmp_path):
 # ---------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(("kwargs", "name"), [
     ({"eps": -0.1}, "eps"),
+    ({}, "eps"),
     ({"eps": 1.5}, "eps"),
     ({"eps": 0.1, "eps_train": -1.0}, "eps_train"),
     ({"eps": 0.1, "norm": "l1"}, "norm"),

@@ -228,7 +228,10 @@ def robust_cross_entropy(lower: torch.Tensor, *, reduction: str = "mean") -> tor
 
 
 # --------------------------------------------------------------------------- checks
-def _check_eps(name: str, eps: Any, norm: str) -> float:
+def _check_eps(name: str, eps: Any, norm: str, *, method: str | None = None) -> float:
+    if eps is None and method is not None:  # required; a missing radius is one line, not a TypeError
+        fail(name, f"given for the {method!r} method (the radius to certify, e.g. --eps 0.1 on "
+             "[0, 1] inputs)", None)
     eps = check_number(name, eps, low=0.0)
     if norm == "linf" and eps > 1:
         fail(name, "at most 1 for the linf norm (inputs lie in [0, 1])", eps)
@@ -265,11 +268,11 @@ class _CertifiedObjective(BaseObjective):
 
     _methods_for_estimate: tuple[str, ...] = ("ibp",)
 
-    def __init__(self, *, eps: float, norm: str, eps_train: float | None, warmup_epochs: int,
+    def __init__(self, *, eps: float | None, norm: str, eps_train: float | None, warmup_epochs: int,
                  ramp_epochs: int | None, schedule: str, ramp_mid: float, ramp_exponent: float,
                  kappa_start: float, kappa_end: float, verify_examples: int) -> None:
         self.norm = check_choice("norm", norm, CERTIFIED_NORMS)
-        self.eps = _check_eps("eps", eps, self.norm)
+        self.eps = _check_eps("eps", eps, self.norm, method=self.name)
         self.eps_train = None if eps_train is None else _check_eps("eps_train", eps_train, self.norm)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0)
         self.ramp_epochs = None if ramp_epochs is None else check_int("ramp_epochs", ramp_epochs, low=0)
@@ -399,7 +402,7 @@ class IBPTraining(_CertifiedObjective):
     Parameters
     ----------
     eps : float >= 0
-        Radius the model should be verified at (required; Gowal et al.: 0.1-0.4 on MNIST, 2/255
+        Radius the model should be verified at (required: ``None`` raises; Gowal et al.: 0.1-0.4 on MNIST, 2/255
         and 8/255 on CIFAR-10, linf). Used for the per-epoch verified-error estimate and as the
         training radius unless ``eps_train`` is given.
     norm : {"linf", "l2"}, default "linf"
@@ -445,7 +448,7 @@ class IBPTraining(_CertifiedObjective):
 
     name = "ibp"
 
-    def __init__(self, *, eps: float, norm: str = "linf", eps_train: float | None = None,
+    def __init__(self, *, eps: float | None = None, norm: str = "linf", eps_train: float | None = None,
                  warmup_epochs: int = CERT_TRAIN_WARMUP_EPOCHS, ramp_epochs: int | None = None,
                  schedule: str = "linear", ramp_mid: float = CERT_TRAIN_RAMP_MID,
                  ramp_exponent: float = CERT_TRAIN_RAMP_EXPONENT, kappa_start: float = CERT_TRAIN_IBP_KAPPA_START,
@@ -506,7 +509,7 @@ class CROWNIBPTraining(_CertifiedObjective):
     name = "crown-ibp"
     _methods_for_estimate = ("ibp", "crown-ibp")
 
-    def __init__(self, *, eps: float, norm: str = "linf", eps_train: float | None = None,
+    def __init__(self, *, eps: float | None = None, norm: str = "linf", eps_train: float | None = None,
                  warmup_epochs: int = CERT_TRAIN_WARMUP_EPOCHS, ramp_epochs: int | None = None,
                  schedule: str = "linear", ramp_mid: float = CERT_TRAIN_RAMP_MID,
                  ramp_exponent: float = CERT_TRAIN_RAMP_EXPONENT,
