@@ -59,6 +59,8 @@ def main() -> None:
         zoo.get_model("digits", m.name, seed=0, epochs=m.epochs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # warm-up (untimed): one model locally, so the timed local run pays no first imports
+        run_sweep(parse_sweep({**raw, "models": MODELS[:1]}), out=Path(tmp) / "warm-up", progress=False)
         start = time.perf_counter()
         local = run_sweep(config, out=Path(tmp) / "local", progress=False)
         rows.append(("local (this process)", time.perf_counter() - start))
@@ -80,7 +82,7 @@ def main() -> None:
         "# Sweep backends: local vs Ray",
         "",
         (f"`{command}`: {len(local.runs)} digits models ({', '.join(m.label for m in config.models)}), "
-         f"{probes}, {jobs} jobs per backend. Models from the cache (untimed). Machine: {platform.machine()}, "
+         f"{probes}, {jobs} jobs per backend. Models from the cache and a one-model local warm-up (untimed). Machine: {platform.machine()}, "
          f"{os.cpu_count()} CPUs (load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
          f"end), torch {torch.__version__}, {torch.get_num_threads()} torch threads locally, "
          f"Python {sys.version.split()[0]}."),
