@@ -894,7 +894,7 @@ ADAPTIVE_FEATURE_STD_FLOOR = 1e-6
 
 # --- certified: scan probe and `robustlab certify` (robustlab.certified.probe) ----
 #: Default radii of the ``certified`` probe's bound propagation per norm, for inputs in [0, 1] at
-#: the scale of the built-in 8x8 digits: CROWN verifies about 95%, 90% and 50% of the zoo's
+#: the scale of the built-in 8x8 digits: CROWN verifies about 95%, 90% and 50-70% of the zoo's
 #: naturally trained small CNN at these radii, IBP and CROWN-IBP nothing (the gap between the
 #: methods on a network not trained for it); at 0.05 CROWN verifies nothing either. The headline
 #: is the middle radius.

@@ -59,6 +59,7 @@ from robustlab._constants import (
     DEFAULT_SEED,
     EVAL_BATCH_SIZE,
     SMOOTHING_BATCH_SIZE,
+    SMOOTHING_N,
 )
 from robustlab._model_state import eval_mode
 from robustlab.certified._graph import SUPPORTED_TEXT, trace
@@ -174,7 +175,7 @@ class CertifiedProbe(Probe):
     eps : dict of str to sequence of float, optional
         Bound-propagation radii per norm (``"linf"``, ``"l2"``) for inputs in ``[0, 1]``. Default
         ``{"linf": (0.01, 0.02, 0.03)}``, chosen for the built-in 8x8 digits (CROWN verifies about
-        95%, 90% and 50% of the zoo's naturally trained small CNN). For CIFAR-10 the usual
+        95%, 90% and 50-70% of the zoo's naturally trained small CNN). For CIFAR-10 the usual
         values are ``{"linf": [2/255, 8/255]}``.
     headline_eps : dict of str to float, optional
         The radius per norm whose verified accuracy (of the tightest method run: CROWN by
@@ -400,8 +401,9 @@ class CertifiedProbe(Probe):
                  ResultRow("clean_accuracy", clean),
                  ResultRow("seconds", out.seconds, unit="s")]
         top = max_certifiable_radius(sigma, self.n, self.alpha)
+        small = "small-n estimate, " if self.n < SMOOTHING_N else ""
         summary = (f"sigma={sigma:.4g} (n0={self.n0}, n={self.n}, alpha={self.alpha:g}, {len(y)} examples; "
-                   f"small-n estimate, radii at most {top:.3g}): certified accuracy "
+                   f"{small}radii at most {top:.3g}): certified accuracy "
                    + ", ".join(f"{a:.1%} (r={r:.4g})" for r, a in zip(self.radii, acc))
                    + f"; abstains on {cert.abstention_rate:.1%}; average certified radius {acr:.3g}; "
                    f"base classifier accuracy {noisy:.1%} under the noise, {clean:.1%} clean; "
