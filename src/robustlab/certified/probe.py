@@ -502,7 +502,7 @@ def _bounds_figure(norm: str, grid: Sequence[float], acc: Mapping[str, Sequence[
     ax.set_ylabel("verified accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return Figure(name="verified_accuracy_curve",
                   title=f"Verified accuracy against {norm} radius per bound-propagation method "
                         f"(eps=0: clean accuracy {clean:.2%})",
@@ -534,7 +534,7 @@ def _smoothing_figure(certs: Mapping[float, Any], labels: torch.Tensor, n: int, 
     ax.set_xlabel("L2 radius")
     ax.set_ylabel("certified accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return Figure(name="certified_accuracy_curve",
                   title=f"Randomized smoothing: certified accuracy against L2 radius per sigma "
                         f"(n={n}, alpha={alpha:g}; radii beyond sigma * Phi^-1(alpha^(1/n)) cannot be "
