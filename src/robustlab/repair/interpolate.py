@@ -115,7 +115,7 @@ def check_same_architecture(model_a: nn.Module, model_b: nn.Module, *, name: str
     """Raise a one-line error naming the first module or state-dict entry where the models differ."""
     expected = f"a model with the architecture of '{other}'"
     mods_a, mods_b = dict(model_a.named_modules()), dict(model_b.named_modules())
-    for key in mods_a.keys() | mods_b.keys():
+    for key in [*mods_a, *(k for k in mods_b if k not in mods_a)]:  # model_a's order: a stable message
         if key not in mods_b or key not in mods_a:
             where = "lacks" if key not in mods_b else "has an extra"
             fail(name, expected, f"a model that {where} the module '{key}'", describe_got=False)
