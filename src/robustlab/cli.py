@@ -1014,7 +1014,14 @@ def repair_interpolate(
     from robustlab._io import atomic_write_text
 
     atomic_write_text(out / "interpolation.json", json.dumps(record, indent=1) + "\n")
-    _console().print(f"result: {out / 'interpolation.json'}")
+    from matplotlib.figure import Figure
+
+    from robustlab.scan.probe import figure_to_svg
+
+    fig = Figure(figsize=(5.0, 3.5))
+    curve.plot(ax=fig.subplots())
+    atomic_write_text(out / "interpolation.svg", figure_to_svg(fig))
+    _console().print(f"result: {out / 'interpolation.json'}, figure: {out / 'interpolation.svg'}")
 
 
 def _parse_alphas(text: str) -> list[float]:

@@ -53,6 +53,7 @@ def test_curve_table_json_and_saved_model(models, tmp_path, capsys):
         assert 0.0 <= r <= c <= 1.0
         assert f"{r:.4f}" in stdout and f"{c:.4f}" in stdout
     assert "robust accuracy" in stdout and "RiFT" in stdout and "interpolation.json" in stdout
+    assert (out / "interpolation.svg").read_text().startswith("<svg")
 
     # The alpha = 1 point is --model-b evaluated alone, on the documented subset and seed.
     from robustlab import zoo
