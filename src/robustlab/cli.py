@@ -944,7 +944,7 @@ def repair_interpolate(
     batch_size: Annotated[int, typer.Option(help="Examples attacked at a time.")] = ADV_EVAL_BATCH_SIZE,
     save_alpha: Annotated[Optional[float], typer.Option(help="Also save the model interpolated at this "
                                                         "alpha to OUT/model (needs --out).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for interpolation.json (and the saved "
+    out: Annotated[Optional[Path], typer.Option(help="Folder for interpolation.json, .svg (and the saved "
                                                 "model).")] = None,
 ) -> None:
     """Trace clean and robust accuracy along the line between two models' weights (WiSE-FT / RiFT).
