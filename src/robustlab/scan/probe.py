@@ -45,7 +45,8 @@ __all__ = [
 #: A package adding a probe appends its module here (e.g. ``"robustlab.label_noise.probe"``).
 BUILTIN_PROBE_MODULES: tuple[str, ...] = ("robustlab.scan.clean", "robustlab.corruptions.probe",
                                           "robustlab.label_noise.probe", "robustlab.adversarial.probe",
-                                          "robustlab.calibration.probe", "robustlab.detection.probe")
+                                          "robustlab.certified.probe", "robustlab.calibration.probe",
+                                          "robustlab.detection.probe")
 
 #: Salt for Matplotlib's SVG ids, so the same figure always renders to the same SVG text.
 _SVG_HASH_SALT = "robustlab"
