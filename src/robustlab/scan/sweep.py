@@ -1,9 +1,10 @@
 """Sweeps: many scans from one TOML file (``robustlab scan --config sweep.toml``).
 
 A sweep is the product models x datasets x seeds x probe-setting grids; every element is one scan
-run with its own run folder under the sweep's output folder (results store + report), and a
-comparison page (:mod:`robustlab.scan.compare`) puts all runs side by side. Running the same
-config again resumes: each run reuses its folder and skips every stored job, whichever backend
+run with its own run folder under the sweep's output folder (results store + report), and, with
+two runs or more, a comparison page (:mod:`robustlab.scan.compare`, ``compare.html``) puts all
+runs side by side. Probe jobs run in this process or on Ray (:mod:`robustlab.scan.backends`);
+models are trained in this process. Running the same config again resumes: each run reuses its folder and skips every stored job, whichever backend
 stored it, and models the sweep trained are reloaded from their run folder.
 
 Schema
