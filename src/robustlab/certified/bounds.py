@@ -355,9 +355,10 @@ def _bounds_impl(graph: Graph, x: torch.Tensor, eps: float, norm: str, methods: 
             need.append(graph.output - 1 if elide else graph.output)
         if "crown-ibp" in methods:
             need.append(max(relu_inputs, default=0))
-        ibp = _ibp_all(graph, x, eps, norm, upto=max(need))
+        affine_images: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        ibp = _ibp_all(graph, x, eps, norm, upto=max(need), affine_images=affine_images)
         if "ibp" in methods:
-            out["ibp"] = _ibp_output(graph, ibp, C)
+            out["ibp"] = _ibp_output(graph, ibp, C, eps=eps, norm=norm, affine_images=affine_images)
         if "crown-ibp" in methods:
             out["crown-ibp"] = _crown_output(graph, x, eps, norm, {i: ibp[i] for i in relu_inputs}, C)
     if "crown" in methods:  # pre-activation bounds by CROWN, layer by layer (IBP where exact)
@@ -468,18 +469,20 @@ def _input_box(x: torch.Tensor, eps: float) -> Interval:
 
 
 def _ibp_all(graph: Graph, x: torch.Tensor, eps: float, norm: str, *, refine: Any = None,
-             upto: int | None = None) -> list[Interval]:
+             upto: int | None = None,
+             affine_images: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[Interval]:
     """Interval of every operation (IBP, Gowal et al. 2018 Eq. 6).
 
     ``refine(i, lo, hi, exact)``, when given, is called on each operation's interval and returns
     the interval to propagate further (CROWN tightens pre-activation bounds this way);
     ``exact`` says that the interval is already the exact range of the operation over the input
     set (elementwise affine images of the input and one Linear/Conv2d after them), where CROWN
-    would return the same interval.
+    would return the same interval. ``affine_images``, when given, is filled with the ops that
+    are elementwise affine images of the input (see below), for :func:`_ibp_output`.
     """
     out: list[Interval] = []
     # nodes that are an elementwise affine image of the input: (value at x, elementwise scale)
-    exact: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    exact: dict[int, tuple[torch.Tensor, torch.Tensor]] = {} if affine_images is None else affine_images
     last = len(graph.ops) - 1 if upto is None else upto
     for i, op in enumerate(graph.ops[: last + 1]):
         n = x.shape[0]
@@ -540,9 +543,17 @@ def _sqrt0(v: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.where(pos, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
 
 
-def _ibp_output(graph: Graph, iv: list[Interval], C: torch.Tensor | None) -> Interval:
+def _ibp_output(graph: Graph, iv: list[Interval], C: torch.Tensor | None, *, eps: float = 0.0,
+                norm: str = "linf", affine_images: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> Interval:
     """IBP bounds of the output (or of ``C @ output``) from the intervals ``iv`` of the ops
-    (up to the output, or up to its input when the last layer is a Linear merged with ``C``)."""
+    (up to the output, or up to its input when the last layer is a Linear merged with ``C``).
+
+    When the merged Linear reads an elementwise affine image of the input (a purely linear
+    network, e.g. Normalize -> Flatten -> Linear) and ``norm="l2"``, the box interval is also
+    intersected with the exact dual-norm range of ``C W``'s rows, as for a first hidden layer in
+    :func:`_ibp_all`: IBP is then exact on linear networks under L2 too.
+    """
     ops = graph.ops
     last = ops[graph.output]
     if C is None or last.kind != "linear":
@@ -562,7 +573,15 @@ def _ibp_output(graph: Graph, iv: list[Interval], C: torch.Tensor | None) -> Int
     if b is not None:
         cm = cm + torch.einsum("nsk,k->ns", C, b)
     cr = torch.einsum("nsi,ni->ns", cw.abs(), rad)
-    return cm - cr, cm + cr
+    lower, upper = cm - cr, cm + cr
+    if norm == "l2" and affine_images is not None and last.args[0] in affine_images:
+        c, sc = affine_images[last.args[0]]
+        centre = torch.einsum("nsi,ni->ns", cw, c)
+        if b is not None:
+            centre = centre + torch.einsum("nsk,k->ns", C, b)
+        dev = eps * _sqrt0(torch.einsum("nsi,i->ns", cw * cw, (sc * sc).expand(c.shape[1:])))
+        lower, upper = torch.maximum(lower, centre - dev), torch.minimum(upper, centre + dev)
+    return lower, upper
 
 
 def _affine_forward(op: Op):
