@@ -206,6 +206,35 @@ def smoothing_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def findings(bounds: list[dict[str, Any]], smooth: list[dict[str, Any]]) -> list[str]:
+    """A few sentences read off the tables (computed, so they always match them)."""
+    lines = ["## Findings", ""]
+    for eval_eps in EPS_VALUES:
+        rows = [r for r in bounds if r["eval_eps"] == eval_eps]
+        cert = [r for r in rows if r["method"] in ("ibp", "crown-ibp")]
+        base = [r for r in rows if r["method"] in ("ce", "pgd-at")]
+        if not cert or not base:
+            continue
+        best = max((r[f"{b}_acc"], r["method"], b) for r in cert for b in ("ibp", "crown-ibp", "crown"))
+        best_base = max((r[f"{b}_acc"], r["method"], b) for r in base for b in ("ibp", "crown-ibp", "crown"))
+        ibp_base = max(r["ibp_acc"] for r in base)
+        pgd_at = next((r for r in base if r["method"] == "pgd-at"), None)
+        gap = "" if pgd_at is None else (
+            f"; PGD-AT keeps the highest PGD accuracy ({_pct(pgd_at['pgd_acc'])}%) at "
+            f"{_pct(pgd_at['clean_acc'])}% clean, but proves at most {_pct(max(pgd_at[f'{b}_acc'] for b in ('ibp', 'crown-ibp', 'crown')))}%")
+        lines.append(f"- linf {eval_eps:g}: the certified-trained models are verified on up to {_pct(best[0])}% of "
+                     f"the test digits ({best[1]} model, {best[2]} bound), against {_pct(best_base[0])}% for the "
+                     f"best naturally / adversarially trained model ({best_base[1]}, {best_base[2]}); IBP alone "
+                     f"proves {_pct(ibp_base)}% on those{gap}.")
+    if smooth:
+        best = max(smooth, key=lambda r: r["acr"])
+        lines.append(f"- Smoothing: the largest average certified L2 radius is {best['acr']:.3f} at sigma "
+                     f"{best['sigma']:g}; certification costs {min(r['seconds_per_example'] for r in smooth):.2f}-"
+                     f"{max(r['seconds_per_example'] for r in smooth):.2f} s per digit at n = "
+                     f"{smooth[0]['n']:,} samples.")
+    return [*lines, ""]
+
+
 def write_markdown(bounds: list[dict[str, Any]], smooth: list[dict[str, Any]], args: argparse.Namespace,
                    wall: float, load: tuple[float, ...]) -> str:
     from robustlab._io import atomic_write_text
@@ -257,6 +286,7 @@ def write_markdown(bounds: list[dict[str, Any]], smooth: list[dict[str, Any]], a
     if failures:
         lines += ["## Failed runs", ""] + [f"- {json.dumps({k: v for k, v in r.items() if k != 'error'})}: "
                                            f"{r['error']}" for r in failures] + [""]
+    lines += findings(ok_b, ok_s)
     lines += ["## Settings and why", "",
               (f"- **Radii** {', '.join(f'{e:g}' for e in EPS_VALUES)} (linf): digits have 17 grey levels "
                "(0, 1/16, ..., 1), so 0.05 is under one level and 0.1 about 1.6 levels. A naturally trained "
@@ -287,7 +317,9 @@ def write_markdown(bounds: list[dict[str, Any]], smooth: list[dict[str, Any]], a
               ""]
     text = "\n".join(lines)
     atomic_write_text(OUT_MD, text)
-    atomic_write_text(OUT_JSONL, "".join(json.dumps(r) + "\n" for r in bounds + smooth))
+    meta = {"part": "meta", "quick": bool(args.quick), "seed": args.seed, "workers": args.workers,
+            "wall_seconds": round(wall, 1), "load": round(load[0], 2)}
+    atomic_write_text(OUT_JSONL, "".join(json.dumps(r) + "\n" for r in [meta, *bounds, *smooth]))
     return text
 
 
@@ -297,7 +329,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", nargs="+", default=["bounds", "smoothing"], choices=["bounds", "smoothing"])
+    parser.add_argument("--from-jsonl", action="store_true",
+                        help=f"rewrite the page from the stored results ({OUT_JSONL.name}) without running")
     args = parser.parse_args()
+    if args.from_jsonl:
+        rows = [json.loads(line) for line in OUT_JSONL.read_text().splitlines() if line.strip()]
+        meta = next(r for r in rows if r["part"] == "meta")
+        args.quick, args.seed, args.workers = meta["quick"], meta["seed"], meta["workers"]
+        text = write_markdown([r for r in rows if r["part"] == "bounds"], [r for r in rows if r["part"] == "smoothing"],
+                              args, meta["wall_seconds"], (meta["load"],))
+        print(text)
+        return
     load = os.getloadavg()
     started = time.perf_counter()
     bounds: list[dict[str, Any]] = []
