@@ -84,6 +84,7 @@ BAD = [
     (["scan", "--seed", "-3"], "'--seed' option", ">= 0"),
     (["scan", "--backend", "dask"], "'--backend' option", "local"),
     (["train", "--method", "zzz"], "'--method' option", "'ce'"),
+    (["train", "--method", "pgd-at"], "'--eps' option", "must be given for the 'pgd-at' objective"),
     (["train", "--lr", "-1"], "'--lr' option", "> 0"),
     (["train", "--optimizer", "lbfgs"], "'--optimizer' option", "adamw"),
     (["train", "--epochs", "0"], "'--epochs' option", ">= 1"),

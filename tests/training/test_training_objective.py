@@ -70,6 +70,12 @@ def test_unknown_objective_params_are_named():
         build_objective("ce", smoothing=0.1)
 
 
+@pytest.mark.parametrize("method", ["pgd-at", "trades", "mart", "fast-at"])
+def test_missing_required_objective_param_is_named(method):
+    with pytest.raises(InvalidParameterError, match=rf"The 'eps' parameter must be given for the '{method}' objective"):
+        build_objective(method)
+
+
 def test_protocol_and_base_class():
     assert isinstance(CrossEntropy(), Objective)
     assert not isinstance(object(), Objective)

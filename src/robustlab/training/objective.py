@@ -315,6 +315,10 @@ def build_objective(name: str, **params: Any) -> BaseObjective:
         valid = ", ".join(repr(a) for a in accepted) or "none"
         fail("params", f"options of the {name!r} objective (accepted: {valid})",
              ", ".join(repr(u) for u in unknown), describe_got=False)
+    signature = inspect.signature(cls.__init__)
+    for n in accepted:  # a required setting left out: name it, not a TypeError from __init__
+        if signature.parameters[n].default is inspect.Parameter.empty and n not in params:
+            fail(n, f"given for the {name!r} objective (it has no default)", "nothing", describe_got=False)
     return cls(**params)
 
 
