@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
-PYTEST_ARGS ?= -n 2 --durations=10
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=10
 
 .PHONY: run test clean-venv bench
 
