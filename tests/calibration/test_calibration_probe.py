@@ -27,6 +27,7 @@ from robustlab.corruptions.image import corrupt
 from robustlab.data import Dataset, load_dataset
 from robustlab.errors import InvalidParameterError, InvalidTypeError, UnknownNameError
 from robustlab.scan import PROBES, ResultsStore, build_probe, run_scan
+from robustlab.scan.probe import seeded_generator
 
 SMALL = {"num_examples": 120, "num_attack_examples": 24, "attack_steps": 10, "seed": 3,
          "corruptions": ("gaussian_noise", "contrast")}
@@ -169,7 +170,7 @@ def test_corrupted_numbers_equal_the_library(digits, results) -> None:
     values = _values(results["corrupted"])
     eces = []
     for name in SMALL["corruptions"]:
-        xc = corrupt(x, name, 3, generator=cal_probe._seeded(SMALL["seed"], "corruption", name), preset="mnist")
+        xc = corrupt(x, name, 3, generator=seeded_generator(SMALL["seed"], "calibration", "corruption", name), preset="mnist")
         with torch.no_grad():
             probs = model(xc).double().softmax(1)
         expected = _library(probs, y)
@@ -188,7 +189,7 @@ def test_adversarial_numbers_are_apgd_ce_on_the_adversarial_probes_subset(digits
     idx = select_examples(len(test), SMALL["num_attack_examples"], SMALL["seed"])
     x, y = test.load(idx)
     res = apgd(model, x, y, eps=0.1, norm="linf", loss="ce", num_steps=SMALL["attack_steps"],
-               generator=cal_probe._seeded(SMALL["seed"], "attack", 0.1))
+               generator=seeded_generator(SMALL["seed"], "calibration", "attack", 0.1))
     with torch.no_grad():
         probs = model(res.adv_inputs).double().softmax(1)
     expected = _library(probs, y)

@@ -22,7 +22,6 @@ order); every job uses the same subset.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import weakref
 from collections.abc import Mapping, Sequence
@@ -57,6 +56,8 @@ from robustlab.scan.probe import (
     ResultRow,
     Table,
     figure_to_svg,
+    model_state_stamp,
+    seeded_generator,
 )
 
 __all__ = ["AdversarialProbe", "parse_eps", "select_examples"]
@@ -119,21 +120,6 @@ def _suites() -> tuple[str, ...]:
     )
 
     return tuple(SUITES)
-
-
-def _seeded(seed: int, *parts: Any) -> torch.Generator:
-    text = "\x00".join(str(p) for p in (seed, *parts))
-    digest = hashlib.sha256(text.encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
-def _state_stamp(model: Any) -> tuple[Any, ...]:
-    """Changes whenever a module's parameters or buffers are replaced or modified in place."""
-    if not isinstance(model, torch.nn.Module):
-        return ()
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
-
-
 @dataclass(frozen=True)
 class _EpsOutcome:
     """What the curve job needs from one (norm, eps) evaluation."""
@@ -272,7 +258,7 @@ class AdversarialProbe(Probe):
     def _outcome(self, model: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor, norm: str,
                  eps: float) -> _EpsOutcome:
         key = (norm, eps)
-        stamp = _state_stamp(model)
+        stamp = model_state_stamp(model)
         hit = self._cache.get(key)
         if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
             return hit[3]
@@ -288,7 +274,7 @@ class AdversarialProbe(Probe):
 
         suite = self._suite_for(norm, eps)
         result = evaluate(model, x, y, eps=eps, norm=norm, suite=suite, batch_size=self.batch_size,
-                          generator=_seeded(self.seed, norm, eps))
+                          generator=seeded_generator(self.seed, norm, eps))
         stats = tuple((s.name, int(s.num_attacked), int(s.num_broken), float(s.seconds))
                       for s in result.attack_stats)
         return _EpsOutcome(suite, float(result.robust_accuracy), float(result.clean_accuracy), stats,
@@ -339,7 +325,7 @@ class AdversarialProbe(Probe):
         )
 
         found = minimal_norm_distribution(model, x, y, norm=norm, attack=ADV_PROBE_MIN_NORM_ATTACK,
-                                          generator=_seeded(self.seed, norm, "minimal_norm"),
+                                          generator=seeded_generator(self.seed, norm, "minimal_norm"),
                                           batch_size=self.batch_size, num_steps=ADV_PROBE_MIN_NORM_STEPS)
         norms = found.norms.detach().double().cpu()
         eps = self.headline_eps[norm]
@@ -361,7 +347,7 @@ class AdversarialProbe(Probe):
         report = check_gradient_masking(model, x, y, eps=eps, norm=norm, eps_grid=self.eps[norm],
                                         square_queries=ADV_PROBE_MASKING_SQUARE_QUERIES,
                                         batch_size=self.batch_size,
-                                        generator=_seeded(self.seed, norm, eps, "masking"))
+                                        generator=seeded_generator(self.seed, norm, eps, "masking"))
         checks = tuple(getattr(report, "checks", report))
         warnings_ = [c for c in checks if c.status != "pass"]
         rows = [ResultRow("masking_warnings", float(len(warnings_)), params={"eps": eps}, unit="checks")]

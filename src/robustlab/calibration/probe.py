@@ -41,7 +41,6 @@ summary job does).
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +82,8 @@ from robustlab.scan.probe import (
     ResultRow,
     Table,
     figure_to_svg,
+    model_state_stamp,
+    seeded_generator,
 )
 
 __all__ = ["CalibrationProbe", "calibration_metrics", "split_halves"]
@@ -94,23 +95,9 @@ METRICS = ("ece", "ace", "mce", "classwise_ece", "brier", "nll", "aurc", "accura
 #: Fewest examples the temperature is fitted on.
 _MIN_FIT = 2
 
-
-def _seeded(seed: int, *parts: Any) -> torch.Generator:
-    text = "\x00".join(str(p) for p in (seed, "calibration", *parts))
-    digest = hashlib.sha256(text.encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
 def _headline_eps() -> float:
     grid = sorted(dict(ADV_PROBE_EPS)["linf"])
     return float(grid[(len(grid) - 1) // 2])  # the adversarial probe's default headline radius
-
-
-def _state_stamp(model: Any) -> tuple[Any, ...]:
-    if not isinstance(model, torch.nn.Module):
-        return ()
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
-
 
 def _in_unit_box(x: torch.Tensor) -> bool:
     return x.is_floating_point() and float(x.min()) >= -IMAGE_RANGE_ATOL and float(x.max()) <= 1 + IMAGE_RANGE_ATOL
@@ -159,7 +146,7 @@ def split_halves(labels: torch.Tensor, *, seed: int) -> tuple[torch.Tensor, torc
     Per class, the first ``n_c // 2`` of a random permutation of its examples form the fit half;
     both position tensors are sorted. Depends only on ``(labels, seed)``.
     """
-    g = _seeded(seed, "split")
+    g = seeded_generator(seed, "calibration", "split")
     labels = labels.detach().cpu()
     fit, held = [], []
     for c in torch.unique(labels).tolist():
@@ -281,7 +268,7 @@ class CalibrationProbe(Probe):
         return self._part_result(part, out)
 
     def _outcome(self, model: Any, data: Dataset, part: str) -> _Outcome:
-        stamp = _state_stamp(model)
+        stamp = model_state_stamp(model)
         hit = self._cache.get(part)
         if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
             return hit[3]
@@ -321,10 +308,12 @@ class CalibrationProbe(Probe):
 
             c, h, w = data.input_shape
             preset = self.preset if self.preset is not None else preset_for(min(h, w), c)
-            sets = tuple(_Set(name, self._logits(model, corrupt(x, name, self.severity,
-                                                                 generator=_seeded(self.seed, "corruption", name),
-                                                                 preset=preset), data.num_classes), y, held)
-                         for name in self.corruptions)
+            sets = []
+            for name in self.corruptions:
+                g = seeded_generator(self.seed, "calibration", "corruption", name)
+                shifted = corrupt(x, name, self.severity, generator=g, preset=preset)
+                sets.append(_Set(name, self._logits(model, shifted, data.num_classes), y, held))
+            sets = tuple(sets)
             return _Outcome(sets, "", temperature)
         return self._adversarial(model, data, fit_data_idx, temperature)
 
@@ -346,7 +335,7 @@ class CalibrationProbe(Probe):
         if first is not None:
             xa, ya = xa.to(first.device), ya.to(first.device)
         res = apgd(model, xa, ya, eps=self.eps, norm="linf", loss="ce", num_steps=self.attack_steps,
-                   generator=_seeded(self.seed, "attack", self.eps))
+                   generator=seeded_generator(self.seed, "calibration", "attack", self.eps))
         logits = self._logits(model, res.adv_inputs.detach(), data.num_classes)
         held = ~torch.isin(idx, fit_data_idx)
         return _Outcome((_Set("adversarial", logits, ya.cpu(), held),), "", temperature)

@@ -31,7 +31,6 @@ scan: raise them for numbers to publish.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import weakref
@@ -80,6 +79,8 @@ from robustlab.scan.probe import (
     ResultRow,
     Table,
     figure_to_svg,
+    model_state_stamp,
+    seeded_generator,
 )
 
 __all__ = ["CertifiedProbe", "bounds_not_applicable", "max_certifiable_radius"]
@@ -134,20 +135,6 @@ def _device_of(model: Any, x: torch.Tensor) -> torch.device:
         for t in (*model.parameters(), *model.buffers()):
             return t.device
     return x.device
-
-
-def _seeded(seed: int, *parts: Any) -> torch.Generator:
-    digest = hashlib.sha256("\x00".join(str(p) for p in (seed, *parts)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
-def _state_stamp(model: Any) -> tuple[Any, ...]:
-    """Changes whenever a module's parameters or buffers are replaced or modified in place."""
-    if not isinstance(model, torch.nn.Module):
-        return ()
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
-
-
 @dataclass(frozen=True)
 class _BoundOutcome:
     verified: int
@@ -309,7 +296,7 @@ class CertifiedProbe(Probe):
         return select_examples(n, self.num_examples, self.seed)
 
     def _cached(self, key: tuple[Any, ...], model: Any, data: Dataset, compute: Any) -> Any:
-        stamp = _state_stamp(model)
+        stamp = model_state_stamp(model)
         hit = self._cache.get(key)
         if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
             return hit[3]
@@ -379,7 +366,7 @@ class CertifiedProbe(Probe):
             start = time.perf_counter()
             cert = certify(model, x.to(_device_of(model, x)), sigma=sigma, n0=self.n0, n=self.n,
                            alpha=self.alpha, batch_size=self.batch_size,
-                           generator=_seeded(self.seed, "smoothing", sigma), num_classes=data.num_classes)
+                           generator=seeded_generator(self.seed, "smoothing", sigma), num_classes=data.num_classes)
             return _SmoothOutcome(cert, time.perf_counter() - start)
 
         return self._cached(("smoothing", sigma), model, data, compute)

@@ -10,6 +10,7 @@ is the unit that is stored in one transaction, skipped on resume and, later, sen
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import numbers
@@ -39,6 +40,8 @@ __all__ = [
     "canonical_json",
     "json_text",
     "job_label",
+    "seeded_generator",
+    "model_state_stamp",
 ]
 
 #: Modules that register the built-in probes, imported the first time :data:`PROBES` is read.
@@ -309,6 +312,28 @@ def build_probe(name: str, **params: Any) -> Probe:
     return PROBES.get(name)(**params)
 
 
+# --------------------------------------------------------------------------- helpers for probes
+def seeded_generator(seed: int, *parts: Any) -> torch.Generator:
+    """A CPU generator seeded from ``seed`` and ``parts`` (the SHA-256 of their text).
+
+    Probes draw from such generators instead of the job's when several jobs must see the same
+    randomness (e.g. a summary job reproducing per-eps jobs), whichever process runs them.
+    """
+    digest = hashlib.sha256("\x00".join(str(p) for p in (seed, *parts)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def model_state_stamp(model: Any) -> tuple[Any, ...]:
+    """Changes whenever a module's parameters or buffers are replaced or modified in place.
+
+    Probes key results cached between their own jobs by it (``()`` for a callable that is not a
+    ``torch.nn.Module``).
+    """
+    if not isinstance(model, torch.nn.Module):
+        return ()
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
 # --------------------------------------------------------------------------- figures
 def figure_to_svg(fig: Any) -> str:
     """Render a Matplotlib figure to SVG text for inline use, then close it.
@@ -326,7 +351,9 @@ def figure_to_svg(fig: Any) -> str:
     str
         Text starting with ``<svg``.
     """
-    from matplotlib import rc_context  # lazy: matplotlib is only needed when a figure is drawn
+    from matplotlib import (
+        rc_context,  # lazy: matplotlib is only needed when a figure is drawn
+    )
 
     buffer = io.StringIO()
     try:
