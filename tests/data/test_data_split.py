@@ -129,3 +129,20 @@ def test_kfold_small_class_fails_at_call_time() -> None:
 def test_kfold_bad_number_of_splits(n_splits) -> None:
     with pytest.raises(InvalidParameterError, match="'n_splits'"):
         stratified_kfold(_ds(torch.arange(20) % 2), n_splits=n_splits, seed=0)
+
+
+def test_stratified_halves_per_class_disjoint_sorted_and_seeded():
+    from robustlab.data import stratified_halves
+
+    labels = torch.tensor([0] * 7 + [1] * 4 + [2] * 1 + [0] * 2)
+    first, second = stratified_halves(labels, generator=torch.Generator().manual_seed(3))
+    assert sorted(first.tolist() + second.tolist()) == list(range(len(labels)))  # a partition
+    for c, n in ((0, 9), (1, 4), (2, 1)):
+        assert int((labels[first] == c).sum()) == n // 2 and int((labels[second] == c).sum()) == n - n // 2
+    assert torch.equal(first, first.sort().values) and torch.equal(second, second.sort().values)
+    again = stratified_halves(labels, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, again[0])
+    others = [stratified_halves(labels, generator=torch.Generator().manual_seed(s))[0] for s in range(4, 9)]
+    assert any(not torch.equal(first, o) for o in others)
+    empty = stratified_halves(torch.zeros(0, dtype=torch.long), generator=torch.Generator())
+    assert empty[0].numel() == 0 and empty[1].numel() == 0

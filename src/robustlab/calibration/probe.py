@@ -73,6 +73,7 @@ from robustlab.calibration.metrics import (
 from robustlab.calibration.scaling import TemperatureScaling
 from robustlab.calibration.selective import risk_coverage_curve
 from robustlab.data.dataset import Dataset
+from robustlab.data.split import stratified_halves
 from robustlab.errors import InvalidTypeError
 from robustlab.scan.probe import (
     PROBES,
@@ -146,15 +147,7 @@ def split_halves(labels: torch.Tensor, *, seed: int) -> tuple[torch.Tensor, torc
     Per class, the first ``n_c // 2`` of a random permutation of its examples form the fit half;
     both position tensors are sorted. Depends only on ``(labels, seed)``.
     """
-    g = seeded_generator(seed, "calibration", "split")
-    labels = labels.detach().cpu()
-    fit, held = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=g)]
-        fit.append(idx[: idx.numel() // 2])
-        held.append(idx[idx.numel() // 2:])
-    return torch.cat(fit).sort().values, torch.cat(held).sort().values
+    return stratified_halves(labels, generator=seeded_generator(seed, "calibration", "split"))
 
 
 @dataclass(frozen=True, eq=False)

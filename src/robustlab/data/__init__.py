@@ -19,7 +19,13 @@ from robustlab.data.builtins import (
     make_synthetic,
     tabular_scaling,
 )
-from robustlab.data.dataset import ArraySource, Batch, Dataset, InputSource, TensorSource
+from robustlab.data.dataset import (
+    ArraySource,
+    Batch,
+    Dataset,
+    InputSource,
+    TensorSource,
+)
 from robustlab.data.loaders import (
     ImageFolderSource,
     detect_format,
@@ -32,7 +38,7 @@ from robustlab.data.loaders import (
     load_mnist,
     load_npz,
 )
-from robustlab.data.split import stratified_kfold, train_test_split
+from robustlab.data.split import stratified_halves, stratified_kfold, train_test_split
 
 __all__ = [
     "Dataset",
@@ -59,6 +65,7 @@ __all__ = [
     "load_image_folder",
     "load_npz",
     "load_csv",
+    "stratified_halves",
     "train_test_split",
     "stratified_kfold",
 ]

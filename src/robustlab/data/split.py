@@ -18,7 +18,7 @@ from robustlab._checks import check_bool, check_int, check_number, fail
 from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidParameterError, InvalidTypeError
 
-__all__ = ["train_test_split", "stratified_kfold"]
+__all__ = ["train_test_split", "stratified_kfold", "stratified_halves"]
 
 #: Largest seed accepted by scikit-learn's ``random_state``.
 _MAX_SEED = 2**32 - 1
@@ -110,6 +110,37 @@ def stratified_kfold(dataset: Dataset, *, n_splits: int, seed: int) -> Iterator[
     return _kfold_impl(dataset.labels.numpy(), n_splits, seed)
 
 
+def stratified_halves(labels: torch.Tensor, *, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified random halves ``(first, second)`` of ``range(len(labels))``.
+
+    Per class, the first ``n_c // 2`` of a random permutation (drawn from ``generator``) of its
+    examples form the first half, the rest the second; both index tensors are sorted. Probes use it
+    to fit on one half of their data (a scaler, a detector) and report on the other.
+
+    Parameters
+    ----------
+    labels : Tensor, shape (N,)
+        Integer labels (any device; indices come back on the CPU).
+    generator : torch.Generator
+        CPU generator; the split depends only on ``labels`` and its state.
+
+    Returns
+    -------
+    first, second : LongTensor
+    """
+    labels = labels.detach().cpu()
+    first, second = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=generator)]
+        first.append(idx[: idx.numel() // 2])
+        second.append(idx[idx.numel() // 2:])
+    if not first:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty.clone()
+    return torch.cat(first).sort().values, torch.cat(second).sort().values
+
+
 def _check_test_size(dataset: Dataset, test_size: Any) -> int:
     """Validate ``test_size`` and return it as a number of examples."""
     n = len(dataset)
@@ -152,7 +183,9 @@ def _check_room_for_classes(dataset: Dataset, n_test: int) -> None:
 
 
 def _split_impl(labels: np.ndarray, n_test: int, seed: int, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.model_selection import train_test_split as sk_split  # slow import; only when used
+    from sklearn.model_selection import (
+        train_test_split as sk_split,  # slow import; only when used
+    )
 
     indices = np.arange(labels.shape[0])
     train_idx, test_idx = sk_split(indices, test_size=n_test, random_state=seed,

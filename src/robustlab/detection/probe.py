@@ -40,7 +40,6 @@ numbers for the same seed in any job order.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -72,6 +71,7 @@ from robustlab._constants import (
 )
 from robustlab.adversarial.probe import select_examples
 from robustlab.data.dataset import Dataset
+from robustlab.data.split import stratified_halves
 from robustlab.detection.metrics import DetectionMetrics, detection_metrics
 from robustlab.errors import InvalidTypeError, RobustlabError
 from robustlab.scan.probe import (
@@ -82,6 +82,7 @@ from robustlab.scan.probe import (
     ResultRow,
     Table,
     figure_to_svg,
+    seeded_generator,
 )
 
 __all__ = ["ATTACKS", "IMAGE_OOD_SETS", "TABULAR_OOD_SETS", "DetectionProbe", "build_detectors",
@@ -101,13 +102,6 @@ def _headline_eps() -> float:
     grid = dict(ADV_PROBE_EPS)["linf"]
     return float(grid[(len(grid) - 1) // 2])  # the adversarial probe's default headline radius
 
-
-def _seeded(seed: int, *parts: Any) -> torch.Generator:
-    text = "\x00".join(str(p) for p in (seed, "detection", *parts))
-    digest = hashlib.sha256(text.encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
 # --------------------------------------------------------------------------- building blocks
 def fit_eval_split(labels: torch.Tensor, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stratified, seeded halves ``(fit_indices, eval_indices)`` of ``range(len(labels))``.
@@ -116,15 +110,7 @@ def fit_eval_split(labels: torch.Tensor, *, seed: int) -> tuple[torch.Tensor, to
     the rest to the evaluation half; both index tensors are sorted. Depends only on
     ``(labels, seed)``.
     """
-    g = _seeded(seed, "split")
-    labels = labels.detach().cpu()
-    fit, held = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=g)]
-        fit.append(idx[: idx.numel() // 2])
-        held.append(idx[idx.numel() // 2:])
-    return torch.cat(fit).sort().values, torch.cat(held).sort().values
+    return stratified_halves(labels, generator=seeded_generator(seed, "detection", "split"))
 
 
 def _in_unit_box(x: torch.Tensor) -> bool:
@@ -153,9 +139,9 @@ def make_ood_sets(x_fit: torch.Tensor, x_eval: torch.Tensor, *, is_image: bool, 
     n = x_eval.shape[0]
     if is_image:
         lo, hi = (0.0, 1.0) if _in_unit_box(x_eval) else (float(x_eval.min()), float(x_eval.max()))
-        g = _seeded(seed, "uniform_noise")
+        g = seeded_generator(seed, "detection", "uniform_noise")
         sets["uniform_noise"] = (lo + (hi - lo) * torch.rand(x_eval.shape, generator=g)).to(x_eval)
-        g = _seeded(seed, "permuted_pixels")
+        g = seeded_generator(seed, "detection", "permuted_pixels")
         flat = x_eval.flatten(2)  # (N, C, H*W): positions shuffled, channels kept together
         perm = torch.argsort(torch.rand(n, flat.shape[2], generator=g), dim=1).to(x_eval.device)
         sets["permuted_pixels"] = flat.gather(2, perm[:, None, :].expand_as(flat)).reshape(x_eval.shape)
@@ -167,18 +153,18 @@ def make_ood_sets(x_fit: torch.Tensor, x_eval: torch.Tensor, *, is_image: bool, 
             try:
                 preset = preset_for(tuple(x_eval.shape[2:]), x_eval.shape[1])
                 sets["corrupted"] = corrupt(x_eval, corruption, DET_PROBE_CORRUPTION_SEVERITY,
-                                            generator=_seeded(seed, "corrupted"), preset=preset)
+                                            generator=seeded_generator(seed, "detection", "corrupted"), preset=preset)
             except RobustlabError as exc:
                 skipped["corrupted"] = str(exc)
         return sets, skipped
     f = x_fit.flatten(1).to(torch.float64)
     mean, std = f.mean(0), f.std(0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature still gets spread
-    g = _seeded(seed, "gaussian_shift")
+    g = seeded_generator(seed, "detection", "gaussian_shift")
     z = torch.randn((n, f.shape[1]), generator=g, dtype=torch.float64)
     shifted = mean + DET_PROBE_TABULAR_SHIFT * std + DET_PROBE_TABULAR_SCALE * std * z
     sets["gaussian_shift"] = shifted.to(x_eval).reshape(x_eval.shape)
-    g = _seeded(seed, "shuffled_features")
+    g = seeded_generator(seed, "detection", "shuffled_features")
     flat = x_eval.flatten(1)
     perm = torch.argsort(torch.rand(flat.shape[1], n, generator=g), dim=1).T.to(x_eval.device)
     sets["shuffled_features"] = flat.gather(0, perm).reshape(x_eval.shape)
@@ -371,7 +357,7 @@ class DetectionProbe(Probe):
 
         idx = select_examples(len(y_eval), self.num_attack_examples, self.seed)
         xa, ya = x_eval[idx], y_eval[idx]
-        g = _seeded(self.seed, "attack", self.eps)
+        g = seeded_generator(self.seed, "detection", "attack", self.eps)
         if self.attack == "apgd-ce":
             res = apgd(model, xa, ya, eps=self.eps, norm="linf", loss="ce", num_steps=DET_PROBE_ATTACK_STEPS,
                        generator=g)
