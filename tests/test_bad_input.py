@@ -111,7 +111,7 @@ def test_bad_input_gets_a_clear_error(case, tmp_path):
     assert isinstance(info.value, RobustlabError)
     assert isinstance(info.value, (ValueError, TypeError, OSError))
     assert fragment in message, message
-    assert "\n" not in message and len(message) < 400
+    assert "\n" not in message and len(message) < 600  # one line; a registry lists its ~30 names
 
 
 def test_numpy_inputs_are_validated_like_tensors():
