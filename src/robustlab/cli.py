@@ -655,6 +655,25 @@ def _as_cli_message(message: str, args: list[str]) -> str:
 # --------------------------------------------------------------------------- attack
 
 
+def _check_attack_flags(eps: str, norm: str, suite: str, num_examples: int | None, seed: int,
+                        batch_size: int) -> float:
+    """Check the threat-model and evaluation flags shared by ``attack`` and ``repair interpolate``;
+    return the radius (``--eps`` accepts fractions such as 8/255)."""
+    from robustlab._checks import check_choice, check_int
+    from robustlab.adversarial import NORMS
+    from robustlab.adversarial.evaluate import SUITES
+    from robustlab.adversarial.probe import parse_eps
+
+    radius = parse_eps(eps, name="eps")
+    check_choice("norm", norm, NORMS)
+    check_choice("suite", suite, SUITES)
+    if num_examples is not None:
+        check_int("num_examples", num_examples, low=1)
+    check_int("seed", seed, low=0)
+    check_int("batch_size", batch_size, low=1)
+    return radius
+
+
 @app.command(epilog="Example: robustlab attack --model small-cnn --data digits --eps 8/255 --norm linf "
                     "--suite standard --num-examples 200 --out attack.json")
 def attack(
@@ -682,18 +701,12 @@ def attack(
 
     import torch
 
-    from robustlab._checks import check_choice, check_int, check_writable_dir
-    from robustlab.adversarial import NORMS
-    from robustlab.adversarial.evaluate import SUITES, evaluate
-    from robustlab.adversarial.probe import parse_eps, select_examples
+    from robustlab._checks import check_writable_dir
+    from robustlab.adversarial.evaluate import evaluate
+    from robustlab.adversarial.probe import select_examples
 
-    radius = parse_eps(eps, name="eps")  # every flag is checked before a model is trained or loaded
-    check_choice("norm", norm, NORMS)
-    check_choice("suite", suite, SUITES)
-    if num_examples is not None:
-        check_int("num_examples", num_examples, low=1)
-    check_int("seed", seed, low=0)
-    check_int("batch_size", batch_size, low=1)
+    # every flag is checked before a model is trained or loaded
+    radius = _check_attack_flags(eps, norm, suite, num_examples, seed, batch_size)
     if out is not None:
         check_writable_dir("out", out.parent if str(out.parent) else Path("."))
     entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=None, retrain=False)
@@ -955,16 +968,8 @@ def repair_interpolate(
     """
     import torch
 
-    from robustlab._checks import (
-        check_choice,
-        check_int,
-        check_number,
-        check_writable_dir,
-        fail,
-    )
-    from robustlab.adversarial import NORMS
-    from robustlab.adversarial.evaluate import SUITES
-    from robustlab.adversarial.probe import parse_eps, select_examples
+    from robustlab._checks import check_number, check_writable_dir, fail
+    from robustlab.adversarial.probe import select_examples
     from robustlab.repair.interpolate import (
         check_alphas,
         check_same_architecture,
@@ -972,13 +977,7 @@ def repair_interpolate(
     )
 
     grid = check_alphas("alphas", _parse_alphas(alphas))  # every flag is checked before models load
-    radius = parse_eps(eps, name="eps")
-    check_choice("norm", norm, NORMS)
-    check_choice("suite", suite, SUITES)
-    if num_examples is not None:
-        check_int("num_examples", num_examples, low=1)
-    check_int("seed", seed, low=0)
-    check_int("batch_size", batch_size, low=1)
+    radius = _check_attack_flags(eps, norm, suite, num_examples, seed, batch_size)
     if save_alpha is not None:
         check_number("save_alpha", save_alpha)
         if out is None:
