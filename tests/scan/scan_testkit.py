@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -114,3 +121,41 @@ class SlowProbe(Probe):
             fh.write(f"{os.getpid()} {job['i']}\n")
         time.sleep(self.delay)
         return ProbeResult(rows=(ResultRow("pid", float(os.getpid())),))
+
+
+def done_jobs(db: Path) -> int:
+    """Jobs stored as done in the results store file ``db`` (0 while it or its schema is missing)."""
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM jobs WHERE status = 'done'").fetchone()[0]
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def run_and_kill(script: str, stored: Callable[[], int], *, after: int, timeout: float) -> int:
+    """Run ``python -c script``; SIGKILL it once ``stored()`` reaches ``after``; return its pid.
+
+    Fails the test if the process exits by itself or stores nothing within ``timeout`` seconds.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while stored() < after:
+            if proc.poll() is not None:
+                pytest.fail(f"subprocess exited early: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"subprocess stored no jobs within {timeout:g} s")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return proc.pid

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
+from scan_testkit import (
+    SlowProbe,
+    done_jobs,
+    linear_model,
+    run_and_kill,
+    tabular_dataset,
+)
 
 from robustlab._constants import STORE_FILENAME
 from robustlab.scan import ResultsStore, run_scan
-from scan_testkit import SlowProbe, linear_model, tabular_dataset
 
 NUM_JOBS = 10
 DELAY = 0.3
@@ -32,38 +32,9 @@ run_scan(kit.linear_model(), kit.tabular_dataset(), [probe], out_dir={out!r}, pr
 """
 
 
-def _done_jobs(db: Path) -> int:
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(db, timeout=5)
-    try:
-        return con.execute("SELECT count(*) FROM jobs WHERE status = 'done'").fetchone()[0]
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0
-    finally:
-        con.close()
-
-
 def _start_and_kill(out: Path, log: Path) -> int:
     script = SCRIPT.format(kit=str(Path(__file__).parent), n=NUM_JOBS, delay=DELAY, log=str(log), out=str(out))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    try:
-        while _done_jobs(out / STORE_FILENAME) < KILL_AFTER:
-            if proc.poll() is not None:
-                pytest.fail(f"scan subprocess exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("scan subprocess stored no jobs within 60 s")
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return proc.pid
+    return run_and_kill(script, lambda: done_jobs(out / STORE_FILENAME), after=KILL_AFTER, timeout=60)
 
 
 def test_sigkill_then_resume_completes_without_loss_or_duplicates(tmp_path):

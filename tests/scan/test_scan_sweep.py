@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import sweep_testkit as kit
+from scan_testkit import run_and_kill
 
 from robustlab import zoo
 from robustlab.cli import main
@@ -186,24 +183,7 @@ sys.exit(main({argv!r}))
 
 def start_and_kill(argv: list[str], out: Path) -> None:
     """Run ``robustlab <argv>`` in a subprocess; SIGKILL it once KILL_AFTER jobs are stored."""
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(kit=KIT_DIR, argv=argv)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while kit.done_jobs(out) < KILL_AFTER:
-            if proc.poll() is not None:
-                pytest.fail(f"sweep subprocess exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("sweep subprocess stored no jobs within 120 s")
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    run_and_kill(DRIVER.format(kit=KIT_DIR, argv=argv), lambda: kit.done_jobs(out), after=KILL_AFTER, timeout=120)
 
 
 def check_killed_then_resumed(tmp_path: Path, models: list[Path], *, backend: str,
