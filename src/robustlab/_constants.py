@@ -370,6 +370,12 @@ COMPARE_MAX_CURVES = 8
 #: Examples per attack call in ``evaluate`` (fra31/auto-attack autoattack.py,
 #: ``run_standard_evaluation(bs=250)``).
 ADV_EVAL_BATCH_SIZE = 250
+#: ... and on CPU, where a forward + input-gradient pass of the digits CNN costs about 11-12 us per
+#: example at 122-128 rows against 13-18 at 244-256 (one thread) and 7 against 12 (two threads),
+#: and where chunks this size give evaluate's worker processes something to share (the standard
+#: suite on 1,400 digits: 20-21 s with 128-row chunks in 2 workers, 25-36 s with 250-row
+#: batches in one process with 2 threads; benchmarks/adversarial_suite_speed.py).
+ADV_EVAL_CPU_BATCH_SIZE = 128
 
 #: AutoAttack's settings (fra31/auto-attack autoattack.py ``AutoAttack.__init__``/``set_version``):
 #: iterations of APGD and FAB, APGD's step-size checkpoint parameter, target classes of APGD-T and

@@ -17,7 +17,6 @@ import typer
 
 from robustlab import __version__
 from robustlab._constants import (
-    ADV_EVAL_BATCH_SIZE,
     AUDIT_CLI_EPOCHS,
     AUDIT_CLI_FOLDS,
     AUDIT_TOP_SUSPECTS,
@@ -656,7 +655,7 @@ def _as_cli_message(message: str, args: list[str]) -> str:
 
 
 def _check_attack_flags(eps: str, norm: str, suite: str, num_examples: int | None, seed: int,
-                        batch_size: int) -> float:
+                        batch_size: int | None, workers: int | None = None) -> float:
     """Check the threat-model and evaluation flags shared by ``attack`` and ``repair interpolate``;
     return the radius (``--eps`` accepts fractions such as 8/255)."""
     from robustlab._checks import check_choice, check_int
@@ -670,7 +669,10 @@ def _check_attack_flags(eps: str, norm: str, suite: str, num_examples: int | Non
     if num_examples is not None:
         check_int("num_examples", num_examples, low=1)
     check_int("seed", seed, low=0)
-    check_int("batch_size", batch_size, low=1)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
+    if workers is not None:
+        check_int("workers", workers, low=1)
     return radius
 
 
@@ -689,7 +691,11 @@ def attack(
     num_examples: Annotated[Optional[int], typer.Option(help="Attack a seeded random subset of this many "
                                                         "test examples (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the subset and of the attacks' randomness.")] = DEFAULT_SEED,
-    batch_size: Annotated[int, typer.Option(help="Examples attacked at a time.")] = ADV_EVAL_BATCH_SIZE,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples attacked at a time (default: 250 on "
+                                                      "a GPU, 128 on CPU).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes sharing an attack's batches on CPU "
+                                                   "(default: torch's thread count; results do not "
+                                                   "depend on it).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the result as JSON to this file.")] = None,
 ) -> None:
     """Evaluate a model's robust accuracy with an attack suite (AutoAttack's standard by default).
@@ -702,22 +708,23 @@ def attack(
     import torch
 
     from robustlab._checks import check_writable_dir
-    from robustlab.adversarial.evaluate import evaluate
+    from robustlab.adversarial.evaluate import evaluate, resolve_batch_size
     from robustlab.adversarial.probe import select_examples
 
     # every flag is checked before a model is trained or loaded
-    radius = _check_attack_flags(eps, norm, suite, num_examples, seed, batch_size)
+    radius = _check_attack_flags(eps, norm, suite, num_examples, seed, batch_size, workers)
     if out is not None:
         check_writable_dir("out", out.parent if str(out.parent) else Path("."))
     entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=None, retrain=False)
     x, y = test_data.load(select_examples(len(test_data), num_examples, seed))
     start = time.perf_counter()
+    batch_size = resolve_batch_size(batch_size, x.device)
     result = evaluate(entry_model, x, y, eps=radius, norm=norm, suite=suite, batch_size=batch_size,
-                      generator=torch.Generator().manual_seed(seed))
+                      generator=torch.Generator().manual_seed(seed), workers=workers)
     seconds = time.perf_counter() - start
     record = {
         "model": model_info, "data": data, "num_examples": len(y), "norm": norm, "eps": radius, "eps_text": eps,
-        "suite": suite, "seed": seed, "clean_accuracy": float(result.clean_accuracy),
+        "suite": suite, "seed": seed, "batch_size": batch_size, "clean_accuracy": float(result.clean_accuracy),
         "robust_accuracy": float(result.robust_accuracy), "seconds": seconds, "version": __version__,
         "attacks": [{"name": s.name, "num_attacked": int(s.num_attacked), "num_broken": int(s.num_broken),
                      "seconds": float(s.seconds)} for s in result.attack_stats],
@@ -954,7 +961,8 @@ def repair_interpolate(
     num_examples: Annotated[Optional[int], typer.Option(help="Evaluate a seeded random subset of this many "
                                                         "test examples.")] = INTERP_CLI_NUM_EXAMPLES,
     seed: Annotated[int, typer.Option(help="Seed of the subset and of the attacks' randomness.")] = DEFAULT_SEED,
-    batch_size: Annotated[int, typer.Option(help="Examples attacked at a time.")] = ADV_EVAL_BATCH_SIZE,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples attacked at a time (default: 250 on "
+                                                      "a GPU, 128 on CPU).")] = None,
     save_alpha: Annotated[Optional[float], typer.Option(help="Also save the model interpolated at this "
                                                         "alpha to OUT/model (needs --out).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for interpolation.json, .svg (and the saved "

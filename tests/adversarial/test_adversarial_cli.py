@@ -55,6 +55,20 @@ def test_attack_prints_table_and_writes_json(saved_model: Path, tmp_path: Path, 
     fast = json.loads((tmp_path / "fast.json").read_text())
     assert fast["clean_accuracy"] == record["clean_accuracy"]
     assert fast["robust_accuracy"] >= record["robust_accuracy"]  # fast runs a subset of standard's attacks
+    assert record["batch_size"] == 128  # the CPU default, recorded for reproducibility
+
+    # --workers: the chunks of each attack in 2 processes, the same numbers as in one
+    code, _, err = _run(["attack", "--model", str(saved_model), "--eps", "0.1", "--suite", "fast",
+                         "--num-examples", "12", "--seed", "2", "--batch-size", "5", "--workers", "2",
+                         "--out", str(tmp_path / "w2.json")], capsys)
+    assert code == 0, err
+    code, _, err = _run(["attack", "--model", str(saved_model), "--eps", "0.1", "--suite", "fast",
+                         "--num-examples", "12", "--seed", "2", "--batch-size", "5", "--workers", "1",
+                         "--out", str(tmp_path / "w1.json")], capsys)
+    assert code == 0, err
+    w1, w2 = (json.loads((tmp_path / f).read_text()) for f in ("w1.json", "w2.json"))
+    assert w1["robust_accuracy"] == w2["robust_accuracy"] and w1["batch_size"] == 5
+    assert [a["num_broken"] for a in w1["attacks"]] == [a["num_broken"] for a in w2["attacks"]]
 
 
 BAD = [
@@ -64,6 +78,8 @@ BAD = [
     (["--eps", "0.1", "--norm", "l3"], "'--norm' option", "'linf'"),
     (["--eps", "0.1", "--suite", "strongest"], "'--suite' option", "'standard'"),
     (["--eps", "0.1", "--num-examples", "0"], "'--num-examples' option", ">= 1"),
+    (["--eps", "0.1", "--workers", "0"], "'--workers' option", ">= 1"),
+    (["--eps", "0.1", "--batch-size", "0"], "'--batch-size' option", ">= 1"),
     (["--eps", "0.1", "--model", "/nonexistent/model"], "'--model' option", "/nonexistent/model"),
     ([], "Missing option", "--eps"),
 ]

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from robustlab._checks import check_bool, check_choice, check_int, fail
-from robustlab._constants import ADV_EVAL_BATCH_SIZE, CURVE_NORM_QUANTILES
+from robustlab._constants import CURVE_NORM_QUANTILES
 from robustlab.adversarial._core import check_attack_args, check_norm
-from robustlab.adversarial.evaluate import SUITES, _batches, _logits, evaluate
+from robustlab.adversarial.evaluate import SUITES, _batches, _logits, evaluate, resolve_batch_size
 from robustlab.errors import InvalidParameterError, InvalidTypeError, ShapeError
 
 __all__ = [
@@ -167,7 +167,7 @@ def accuracy_curve(
     norm: str = "linf",
     suite: str = "fast",
     generator: torch.Generator,
-    batch_size: int = ADV_EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> AccuracyCurve:
     """Robust accuracy over a grid of radii, with :func:`evaluate` at each radius.
@@ -184,7 +184,8 @@ def accuracy_curve(
         to publish).
     generator : torch.Generator
         Required; every radius draws its seeds from it in turn.
-    batch_size : int, default 250
+    batch_size : int, optional
+        As in :func:`~robustlab.adversarial.evaluate` (250 on an accelerator, 128 on CPU).
     progress : bool, default False
 
     Returns
@@ -202,7 +203,7 @@ def accuracy_curve(
     grid = _check_grid("eps_grid", eps_grid)
     norm = check_norm(norm)
     check_choice("suite", suite, SUITES)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = resolve_batch_size(batch_size, inputs.device)
     progress = check_bool("progress", progress)
     if inputs.shape[0] == 0:
         fail("inputs", "a batch of at least one example", inputs)
@@ -281,7 +282,7 @@ def minimal_norm_distribution(
     norm: str = "l2",
     attack: str = "fmn",
     generator: torch.Generator | None = None,
-    batch_size: int = ADV_EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     num_steps: int | None = None,
     quantiles: Sequence[float] = CURVE_NORM_QUANTILES,
 ) -> MinimalNorms:
@@ -298,7 +299,8 @@ def minimal_norm_distribution(
     generator : torch.Generator, optional
         Passed to the attack (FAB's restarts draw from it; FMN ignores it unless it says
         otherwise). Required when the attack is randomised.
-    batch_size : int, default 250
+    batch_size : int, optional
+        As in :func:`~robustlab.adversarial.evaluate` (250 on an accelerator, 128 on CPU).
     num_steps : int, optional
         Iterations of the attack; its own default (100 for both) when ``None``.
     quantiles : sequence of float in [0, 1]
@@ -317,7 +319,7 @@ def minimal_norm_distribution(
     inputs, labels, _ = check_attack_args(inputs, labels, generator=generator)
     norm = check_norm(norm)
     check_choice("attack", attack, _MIN_NORM_ATTACKS)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = resolve_batch_size(batch_size, inputs.device)
     if num_steps is not None:
         num_steps = check_int("num_steps", num_steps, low=1)
     qs = _check_quantiles(quantiles)

@@ -24,6 +24,7 @@ from robustlab._checks import check_bool, check_choice, check_int, describe, fai
 from robustlab._constants import (
     ADV_EVAL_BALL_RTOL,
     ADV_EVAL_BATCH_SIZE,
+    ADV_EVAL_CPU_BATCH_SIZE,
     ADV_EVAL_RANDOMIZED_ATOL,
     ATTACK_BALL_ATOL,
     AUTOATTACK_L1_RESTARTS,
@@ -47,9 +48,10 @@ from robustlab.adversarial._core import (
     model_view,
     perturbation_norms,
 )
+from robustlab.adversarial._workers import ChunkPool, NotATensor, resolve_workers
 from robustlab.errors import InvalidTypeError, ModelOutputError, RobustlabError
 
-__all__ = ["SUITES", "AttackStat", "RobustnessResult", "evaluate", "suite_attacks"]
+__all__ = ["SUITES", "AttackStat", "RobustnessResult", "evaluate", "resolve_batch_size", "suite_attacks"]
 
 #: The evaluation suites :func:`evaluate` knows, in the order the CLI lists them.
 SUITES: tuple[str, ...] = ("standard", "plus", "rand", "fast")
@@ -343,10 +345,6 @@ def _logits(model: Any, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat(parts) if parts else x.new_zeros((0, 0))
 
 
-def _child_generator(parent: torch.Generator, seed: int) -> torch.Generator:
-    return torch.Generator(device=parent.device).manual_seed(seed)
-
-
 #: Odd 64-bit constant (the golden-ratio increment of SplitMix64) that spreads batch indices
 #: over the seed space, so batch b of attack a never reuses the seed of another (a, b) pair.
 _SEED_STRIDE = 0x9E3779B97F4A7C15
@@ -356,6 +354,14 @@ _SEED_MOD = 2**63
 def _attack_seeds(generator: torch.Generator, n: int) -> list[int]:
     draws = torch.randint(0, 2**62, (n,), generator=generator, device=generator.device)
     return [int(v) for v in draws.cpu()]
+
+
+def resolve_batch_size(batch_size: Any, device: torch.device) -> int:
+    """``batch_size`` checked, or its default for inputs on ``device`` when ``None``: 250
+    (AutoAttack's ``bs``) on an accelerator, 128 on CPU (``ADV_EVAL_CPU_BATCH_SIZE``)."""
+    if batch_size is None:
+        return ADV_EVAL_CPU_BATCH_SIZE if device.type == "cpu" else ADV_EVAL_BATCH_SIZE
+    return check_int("batch_size", batch_size, low=1)
 
 
 def _outside_threat_model(x: torch.Tensor, adv: torch.Tensor, eps: float, norm: str) -> tuple[float, float]:
@@ -384,10 +390,11 @@ def evaluate(
     eps: float,
     norm: str = "linf",
     suite: str = "standard",
-    batch_size: int = ADV_EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     generator: torch.Generator,
     attacks: Sequence[tuple[str, AttackFn]] | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> RobustnessResult:
     """Robust accuracy under an AutoAttack suite: the per-example worst case over its attacks.
 
@@ -406,8 +413,12 @@ def evaluate(
     norm : {"linf", "l2", "l1"}, default "linf"
     suite : {"standard", "plus", "rand", "fast"}, default "standard"
         See :func:`suite_attacks` for the attacks and their settings (those of fra31/AutoAttack).
-    batch_size : int, default 250
-        Examples per attack call (AutoAttack's ``bs=250``); memory grows with it.
+    batch_size : int, optional
+        Most examples per attack call; memory grows with it. Default: 250 (AutoAttack's ``bs``)
+        for inputs on an accelerator, 128 on CPU, where a forward-backward pass of a small model
+        costs less per example at about 128 rows than at 256 and where smaller chunks give the
+        ``workers`` something to share. The examples an attack runs on are split
+        into ``ceil(m / batch_size)`` chunks of equal size (within one).
     generator : torch.Generator
         Source of every random draw (random starts, restarts, Square's squares). Required.
     attacks : list of (str, attack), optional
@@ -418,6 +429,13 @@ def evaluate(
         result says ``"custom"``.
     progress : bool, default False
         Show a progress bar (one step per attack) when stderr is a terminal.
+    workers : int, optional
+        Processes that attack an attack's chunks side by side (CPU inputs on Linux; forked, one
+        torch thread each; an attack with a single chunk runs in the calling process). Default:
+        for the suites, ``torch.get_num_threads()`` on CPU (capped by the usable cores), 1
+        elsewhere; for custom ``attacks``, 1, as a worker runs a forked copy of the attack object
+        and any state it records stays in the worker. Results do not depend on it (see
+        Determinism below).
 
     Returns
     -------
@@ -455,7 +473,10 @@ def evaluate(
     numbers never shifts another's. The same generator state, inputs, ``batch_size``, device and
     dtype give identical results (up to non-deterministic GPU kernels). Results are NOT invariant
     to ``batch_size``: the chunks, hence the random draws each example sees, change with it (the
-    same holds for AutoAttack, which reseeds every batch).
+    same holds for AutoAttack, which reseeds every batch). They are invariant to ``workers``: a
+    chunk's result depends on its examples and seed only, not on the process that runs it (given
+    the same torch thread count per process: an attack with one chunk runs in the calling
+    process with its threads, chunks of a split attack in workers with one thread each).
 
     References
     ----------
@@ -473,8 +494,11 @@ def evaluate(
         fail("inputs", "a batch of at least one example", inputs)
     eps = check_eps(eps)
     norm = check_norm(norm)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = resolve_batch_size(batch_size, inputs.device)
     progress = check_bool("progress", progress)
+    # auto: robustlab's suites only (a custom attack may keep state, which a forked copy would not
+    # bring back); workers > 1 given explicitly runs custom attacks in workers too
+    workers = resolve_workers(workers, inputs.device) if workers is not None or attacks is None else 1
     if attacks is not None:
         custom = _check_attacks(attacks)
         suite_name = "custom"
@@ -487,12 +511,14 @@ def evaluate(
                           "set_version prints a warning for L1); check the result with 'standard'.",
                           UserWarning, stacklevel=2)
     return _evaluate_impl(model, inputs, labels, eps=eps, norm=norm, suite=suite_name,
-                          batch_size=batch_size, generator=generator, custom=custom, progress=progress)
+                          batch_size=batch_size, generator=generator, custom=custom, progress=progress,
+                          workers=workers)
 
 
 def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, eps: float, norm: str,
                    suite: str, batch_size: int, generator: torch.Generator,
-                   custom: tuple[tuple[str, AttackFn], ...] | None, progress: bool) -> RobustnessResult:
+                   custom: tuple[tuple[str, AttackFn], ...] | None, progress: bool,
+                   workers: int) -> RobustnessResult:
     start = time.perf_counter()
     n = inputs.shape[0]
 
@@ -523,21 +549,24 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
     adv_inputs = inputs.clone()
     stats: list[AttackStat] = []
 
-    # 2. the attacks, each on what survived the previous ones
-    with _progress(f"evaluate ({suite}, {norm}, eps={eps:g})", total=len(attacks),
-                   enabled=None if progress else False) as bar, warnings.catch_warnings():
+    # 2. the attacks, each on what survived the previous ones; an attack's chunks are independent
+    # (own examples, own seed), so a ChunkPool may run them in worker processes
+    pool = ChunkPool(model, inputs, labels, tuple(a for _, a in attacks), workers=workers,
+                     max_chunks=-(-int(clean_correct.sum()) // batch_size), generator_device=generator.device)
+    with pool, _progress(f"evaluate ({suite}, {norm}, eps={eps:g})", total=len(attacks),
+                         enabled=None if progress else False) as bar, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{_PROBABILITY_WARNING}")
-        for (name, attack), seed in zip(attacks, seeds):
+        for i, ((name, attack), seed) in enumerate(zip(attacks, seeds)):
             t0 = time.perf_counter()
             todo = robust.nonzero().flatten()
             num_broken = 0
-            if eps > 0:
-                for b, s in enumerate(_batches(todo.numel(), batch_size)):
-                    idx = todo[s]
-                    g = _child_generator(generator, (seed + b * _SEED_STRIDE) % _SEED_MOD)
-                    num_broken += _run_attack(model, attack, name, inputs, labels, idx, g, eps, norm,
-                                              batch_size, custom is not None, robust, adv_inputs,
-                                              broken_by)
+            if eps > 0 and todo.numel():
+                chunks = list(torch.tensor_split(todo, -(-todo.numel() // batch_size)))
+                outputs = pool.run(i, [(idx, (seed + b * _SEED_STRIDE) % _SEED_MOD)
+                                       for b, idx in enumerate(chunks)])
+                for idx, adv in zip(chunks, outputs):
+                    num_broken += _record(model, adv, name, inputs, labels, idx, eps, norm, batch_size,
+                                          custom is not None, robust, adv_inputs, broken_by)
             stats.append(AttackStat(name=name, num_attacked=int(todo.numel()) if eps > 0 else 0,
                                     num_broken=num_broken, seconds=time.perf_counter() - t0,
                                     robust_accuracy=float(robust.sum()) / n))
@@ -554,18 +583,17 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
     )
 
 
-def _run_attack(model: Any, attack: AttackFn, name: str, inputs: torch.Tensor, labels: torch.Tensor,
-                idx: torch.Tensor, g: torch.Generator, eps: float, norm: str, batch_size: int,
-                is_custom: bool, robust: torch.Tensor, adv_inputs: torch.Tensor,
-                broken_by: list[str | None]) -> int:
-    """Attack ``inputs[idx]``; record the broken ones in place; return how many broke."""
+def _record(model: Any, adv: Any, name: str, inputs: torch.Tensor, labels: torch.Tensor,
+            idx: torch.Tensor, eps: float, norm: str, batch_size: int, is_custom: bool,
+            robust: torch.Tensor, adv_inputs: torch.Tensor, broken_by: list[str | None]) -> int:
+    """Check an attack's output ``adv`` for ``inputs[idx]``; record the broken ones in place;
+    return how many broke."""
     x, y = inputs[idx], labels[idx]
-    result = attack(model, x, y, generator=g)
-    adv = result.adv_inputs if isinstance(result, AttackResult) else result
     if not isinstance(adv, torch.Tensor) or adv.shape != x.shape:
+        got = adv.description if isinstance(adv, NotATensor) else describe(adv)
         raise RobustlabError(
             f"Attack {name!r} must return an AttackResult whose adv_inputs have the inputs' shape "
-            f"{tuple(x.shape)}. Got {describe(adv)} instead.")
+            f"{tuple(x.shape)}. Got {got} instead.")
     adv = adv.detach().to(device=x.device, dtype=x.dtype)
     with torch.no_grad():
         broken = _logits(model, adv, batch_size).argmax(dim=1) != y

@@ -21,7 +21,6 @@ import torch
 
 from robustlab._checks import check_choice, check_int, fail
 from robustlab._constants import (
-    ADV_EVAL_BATCH_SIZE,
     ADV_EVAL_RANDOMIZED_ATOL,
     ATTACK_PROBABILITY_ATOL,
     AUTOATTACK_NUM_STEPS,
@@ -54,6 +53,7 @@ from robustlab.adversarial.evaluate import (
     _square_offers,
     _SuiteAttack,
     evaluate,
+    resolve_batch_size,
 )
 from robustlab.errors import InvalidTypeError
 
@@ -132,7 +132,7 @@ def check_gradient_masking(
     large_eps: float | None = None,
     num_steps: int = AUTOATTACK_NUM_STEPS,
     square_queries: int = MASKING_SQUARE_QUERIES,
-    batch_size: int = ADV_EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     checks: Sequence[str] | None = None,
 ) -> MaskingReport:
     """Run the gradient-masking checklist on a model at radius ``eps``.
@@ -158,7 +158,8 @@ def check_gradient_masking(
         APGD iterations (AutoAttack's 100).
     square_queries : int, default 5000
         Square's query budget (AutoAttack's 5000).
-    batch_size : int, default 250
+    batch_size : int, optional
+        As in :func:`~robustlab.adversarial.evaluate` (250 on an accelerator, 128 on CPU).
     checks : sequence of str, optional
         Run only these checks (names below); all of them by default. The three forward-pass
         checks cost nothing; the attack-based ones dominate the run time.
@@ -214,7 +215,7 @@ def check_gradient_masking(
     norm = check_norm(norm)
     num_steps = check_int("num_steps", num_steps, low=1)
     square_queries = check_int("square_queries", square_queries, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
+    batch_size = resolve_batch_size(batch_size, inputs.device)
     if checks is None:
         wanted = MASKING_CHECKS
     else:

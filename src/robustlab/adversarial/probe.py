@@ -33,7 +33,6 @@ import torch
 
 from robustlab._checks import check_bool, check_choice, check_int, fail
 from robustlab._constants import (
-    ADV_EVAL_BATCH_SIZE,
     ADV_PROBE_CURVE_SUITE,
     ADV_PROBE_EPS,
     ADV_PROBE_HIST_BINS,
@@ -165,8 +164,9 @@ class AdversarialProbe(Probe):
         instead of 5000 in its black-box check (``ADV_PROBE_MASKING_SQUARE_QUERIES``).
     seed : int, default 0
         Seeds the subset and every attack (see the module notes).
-    batch_size : int, default 250
-        Examples attacked at a time (AutoAttack's default).
+    batch_size : int, optional
+        Examples attacked at a time: :func:`~robustlab.adversarial.evaluate`'s default when
+        ``None`` (250, AutoAttack's, on an accelerator; 128 on CPU).
 
     Notes
     -----
@@ -190,7 +190,7 @@ class AdversarialProbe(Probe):
                  headline_eps: Mapping[str, float] | None = None, suite: str = ADV_PROBE_SUITE,
                  curve_suite: str = ADV_PROBE_CURVE_SUITE, num_examples: int | None = ADV_PROBE_NUM_EXAMPLES,
                  minimal_norm: bool = True, masking: bool = True, seed: int = DEFAULT_SEED,
-                 batch_size: int = ADV_EVAL_BATCH_SIZE) -> None:
+                 batch_size: int | None = None) -> None:
         self.eps = _check_grid(dict(ADV_PROBE_EPS) if eps is None else eps)
         self.headline_eps = _check_headline(self.eps, headline_eps)
         self.suite = check_choice("suite", suite, _suites())
@@ -199,7 +199,7 @@ class AdversarialProbe(Probe):
         self.minimal_norm = check_bool("minimal_norm", minimal_norm)
         self.masking = check_bool("masking", masking)
         self.seed = check_int("seed", seed, low=0)
-        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, low=1)
         # (norm, eps) -> outcome of the evaluations run by this object, reused by the curve job
         # when it runs in the same process on the same model (unchanged weights) and data.
         self._cache: dict[tuple[str, float], tuple[Any, Any, tuple[Any, ...], _EpsOutcome]] = {}

@@ -33,7 +33,6 @@ from robustlab._checks import (
     fail,
 )
 from robustlab._constants import (
-    ADV_EVAL_BATCH_SIZE,
     INTERP_INTEGER_BUFFER_SWITCH,
     INTERP_MAX_ALPHAS,
 )
@@ -238,7 +237,7 @@ def interpolation_curve(
     norm: str = "linf",
     suite: str = "fast",
     generator: torch.Generator,
-    batch_size: int = ADV_EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> InterpolationCurve:
     """Clean and robust accuracy of :func:`interpolate_weights` ``(model_a, model_b, alpha)`` per alpha.
 
@@ -263,7 +262,8 @@ def interpolation_curve(
         of the curve differ by their weights, not by their random draws), so the point at
         ``alpha = 0`` equals ``evaluate(model_a, ..., generator=g)`` for a generator ``g`` in the
         same state. Afterwards ``generator`` is advanced as by one evaluation.
-    batch_size : int, default 250
+    batch_size : int, optional
+        As in :func:`~robustlab.adversarial.evaluate` (250 on an accelerator, 128 on CPU).
 
     Returns
     -------

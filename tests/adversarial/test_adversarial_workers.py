@@ -1,0 +1,147 @@
+"""evaluate(workers=...): an attack's chunks in forked worker processes (robustlab.adversarial._workers).
+
+What must hold: the same results as in one process, bit for bit; errors and warnings of a worker
+reach the caller; the caller's global RNG and model are untouched; no worker process outlives the
+call; bad values of ``workers`` are one-line errors naming it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+
+import pytest
+import torch
+
+from robustlab.adversarial import AttackResult
+from robustlab.adversarial import _workers
+from robustlab.adversarial.evaluate import evaluate
+from robustlab.errors import InvalidParameterError, InvalidTypeError, RobustlabError
+
+EPS = 0.1
+
+pytestmark = pytest.mark.skipif(not _workers._can_fork(), reason="worker processes need Linux's fork")
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _pgd(model, inputs, labels, *, generator=None):
+    from robustlab.adversarial.gradient import pgd
+
+    return pgd(model, inputs, labels, eps=EPS, num_steps=5, generator=generator)
+
+
+def test_workers_give_the_same_results_bit_for_bit(digits_cnn, attack_batch):
+    x, y = attack_batch
+    state = {k: v.clone() for k, v in digits_cnn.state_dict().items()}
+    rng, mode = torch.get_rng_state(), digits_cnn.training
+    one = evaluate(digits_cnn, x, y, eps=EPS, suite="fast", generator=_gen(5), batch_size=12, workers=1)
+    two = evaluate(digits_cnn, x, y, eps=EPS, suite="fast", generator=_gen(5), batch_size=12, workers=2)
+    three = evaluate(digits_cnn, x, y, eps=EPS, suite="fast", generator=_gen(5), batch_size=12, workers=3)
+    assert one.attack_stats[0].num_attacked > 12  # apgd-ce had several chunks to share
+    for other in (two, three):
+        assert torch.equal(one.adv_inputs, other.adv_inputs) and torch.equal(one.robust, other.robust)
+        assert one.broken_by == other.broken_by
+        assert [s.num_broken for s in one.attack_stats] == [s.num_broken for s in other.attack_stats]
+    # a different seed changes the draws (the workers really use the chunk seeds)
+    other_seed = evaluate(digits_cnn, x, y, eps=EPS, suite="fast", generator=_gen(6), batch_size=12, workers=2)
+    assert not torch.equal(one.adv_inputs, other_seed.adv_inputs)
+    assert torch.equal(torch.get_rng_state(), rng)  # workers reseed their own copy only
+    assert all(torch.equal(v, state[k]) for k, v in digits_cnn.state_dict().items())
+    assert digits_cnn.training == mode
+    assert multiprocessing.active_children() == []  # the pool is gone
+
+
+def test_custom_attacks_run_in_workers_only_when_asked(digits_cnn, attack_batch, monkeypatch):
+    """A custom attack object may record state; by default it runs in this process."""
+    x, y = attack_batch
+    seen: list[int] = []
+
+    def recording(model, inputs, labels, *, generator=None):
+        seen.append(inputs.shape[0])
+        return _pgd(model, inputs, labels, generator=generator)
+
+    monkeypatch.setattr(_workers, "default_workers", lambda device: 2)  # as on a 2-core machine
+    res = evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=10, attacks=[("rec", recording)])
+    assert sum(seen) == int(res.clean_correct.sum()) and max(seen) <= 10
+    seen.clear()
+    res2 = evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=10, attacks=[("rec", recording)],
+                    workers=2)
+    assert seen == []  # ran in the workers' copies
+    assert torch.equal(res.adv_inputs, res2.adv_inputs)
+
+
+def test_an_error_in_a_worker_reaches_the_caller(digits_cnn, attack_batch):
+    x, y = attack_batch
+
+    def broken(model, inputs, labels, *, generator=None):
+        raise ValueError("the attack failed on purpose")
+
+    with pytest.raises(ValueError, match="on purpose") as info:
+        evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=10, attacks=[("b", broken)], workers=2)
+    assert any("evaluation worker" in note for note in getattr(info.value, "__notes__", []))
+    assert multiprocessing.active_children() == []
+
+
+def test_warnings_in_a_worker_reach_the_caller(digits_cnn, attack_batch):
+    x, y = attack_batch
+
+    def noisy(model, inputs, labels, *, generator=None):
+        warnings.warn("a warning from inside the attack", RuntimeWarning, stacklevel=1)
+        return _pgd(model, inputs, labels, generator=generator)
+
+    with pytest.warns(RuntimeWarning, match="from inside the attack"):
+        evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=10, attacks=[("n", noisy)], workers=2)
+
+
+def test_a_worker_returning_no_tensor_is_refused(digits_cnn, attack_batch):
+    x, y = attack_batch
+
+    def wrong(model, inputs, labels, *, generator=None):
+        return {"adv": inputs}
+
+    with pytest.raises(RobustlabError, match="'w' must return an AttackResult.*dict") as info:
+        evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=10, attacks=[("w", wrong)], workers=2)
+    assert "\n" not in str(info.value)
+
+
+def test_one_chunk_runs_in_this_process(digits_cnn, attack_batch):
+    """Nothing is forked for an attack with one chunk (the call stays cheap for small batches)."""
+    x, y = attack_batch
+    seen: list[int] = []
+
+    def recording(model, inputs, labels, *, generator=None):
+        seen.append(inputs.shape[0])
+        return AttackResult(adv_inputs=inputs.clone(), success=torch.zeros(len(labels), dtype=torch.bool),
+                            norms=torch.zeros(len(labels)), queries=torch.zeros(len(labels), dtype=torch.int64),
+                            num_iterations=0, norm="linf", eps=0.0)
+
+    evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=64, attacks=[("r", recording)], workers=2)
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize(("workers", "error"), [(0, InvalidParameterError), (-2, InvalidParameterError),
+                                                (1.5, InvalidTypeError), (True, InvalidTypeError),
+                                                ("2", InvalidTypeError)])
+def test_bad_workers_one_line_errors(digits_cnn, attack_batch, workers, error):
+    x, y = attack_batch
+    with pytest.raises(error, match="'workers'") as info:
+        evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), workers=workers)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_workers_refused_for_gpu_inputs(digits_cnn, attack_batch):
+    x, y = attack_batch
+    with pytest.raises(InvalidParameterError, match="'workers'.*CPU"):
+        evaluate(digits_cnn.cuda(), x.cuda(), y.cuda(), eps=EPS, generator=torch.Generator("cuda"), workers=2)
+
+
+def test_default_workers_follow_torch_threads(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert _workers.default_workers(torch.device("cpu")) == min(2, _workers._cores())
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert _workers.default_workers(torch.device("cpu")) == 1
+    assert _workers.default_workers(torch.device("meta")) == 1
