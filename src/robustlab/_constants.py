@@ -376,6 +376,10 @@ ADV_EVAL_BATCH_SIZE = 250
 #: suite on 1,400 digits: 20-21 s with 128-row chunks in 2 workers, 25-36 s with 250-row
 #: batches in one process with 2 threads; benchmarks/adversarial_suite_speed.py).
 ADV_EVAL_CPU_BATCH_SIZE = 128
+#: On CPU an attack's examples are split into an even number of equal chunks once there are at
+#: least twice this many (so 2 or 4 worker processes share them evenly; 3 chunks of 105 digits
+#: on 2 workers took as long as one process with 2 threads).
+ADV_EVAL_CPU_MIN_CHUNK = 32
 
 #: AutoAttack's settings (fra31/auto-attack autoattack.py ``AutoAttack.__init__``/``set_version``):
 #: iterations of APGD and FAB, APGD's step-size checkpoint parameter, target classes of APGD-T and

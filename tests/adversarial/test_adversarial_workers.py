@@ -145,3 +145,71 @@ def test_default_workers_follow_torch_threads(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert _workers.default_workers(torch.device("cpu")) == 1
     assert _workers.default_workers(torch.device("meta")) == 1
+
+
+# --------------------------------------------------------------------------- target ranks
+def test_target_ranks_equal_num_target_classes(digits_cnn, attack_batch):
+    """Ranks 1..k in order are exactly what num_target_classes=k runs (APGD-T and FAB-T)."""
+    from robustlab.adversarial.apgd import apgd_targeted
+    from robustlab.adversarial.fab import fab
+
+    x, y = attack_batch
+    a = apgd_targeted(digits_cnn, x, y, eps=EPS, num_target_classes=3, num_steps=10, generator=_gen(2))
+    b = apgd_targeted(digits_cnn, x, y, eps=EPS, target_ranks=[1, 2, 3], num_steps=10, generator=_gen(2))
+    assert torch.equal(a.adv_inputs, b.adv_inputs)
+    c = fab(digits_cnn, x, y, eps=EPS, targeted=True, num_target_classes=2, num_steps=10)
+    d = fab(digits_cnn, x, y, eps=EPS, targeted=True, target_ranks=(1, 2), num_steps=10)
+    assert torch.equal(c.adv_inputs, d.adv_inputs)
+    # one rank alone attacks towards that class only: rank 2's success is a subset of ranks 1-2's
+    only2 = fab(digits_cnn, x, y, eps=EPS, targeted=True, target_ranks=(2,), num_steps=10)
+    assert bool((only2.success <= d.success).all())
+
+
+@pytest.mark.parametrize(("ranks", "error"), [((0,), InvalidParameterError), ((10,), InvalidParameterError),
+                                              ((1, 1), InvalidParameterError), ((), InvalidTypeError),
+                                              ("12", InvalidTypeError), ((1.0,), InvalidTypeError)])
+def test_bad_target_ranks_one_line_errors(digits_cnn, attack_batch, ranks, error):
+    from robustlab.adversarial.apgd import apgd_targeted
+    from robustlab.adversarial.fab import fab
+
+    x, y = attack_batch
+    for call in (lambda: apgd_targeted(digits_cnn, x, y, eps=EPS, target_ranks=ranks, generator=_gen()),
+                 lambda: fab(digits_cnn, x, y, eps=EPS, targeted=True, target_ranks=ranks)):
+        with pytest.raises(error, match="'target_ranks'") as info:
+            call()
+        assert "\n" not in str(info.value)
+    with pytest.raises(InvalidParameterError, match="'target_ranks'.*targeted=True"):
+        fab(digits_cnn, x, y, eps=EPS, target_ranks=(1,))
+
+
+def test_suite_targets_are_split_into_ranks():
+    from robustlab.adversarial.evaluate import suite_attacks
+
+    attacks = dict(suite_attacks("standard", eps=EPS, num_classes=10))
+    for name in ("apgd-t", "fab-t"):
+        parts = attacks[name].parts
+        assert [p.settings["target_ranks"] for p in parts] == [(r,) for r in range(1, 10)]
+    assert attacks["apgd-ce"].parts == () and attacks["square"].parts == ()
+    four = dict(suite_attacks("standard", eps=EPS, num_classes=4))
+    assert len(four["apgd-t"].parts) == 3  # at most K - 1 targets
+
+
+def test_split_targets_give_the_sequential_verdicts(digits_cnn, attack_batch):
+    """FAB-T is deterministic: its 9 target ranks run side by side (the suite's split) must break
+    exactly the examples that the ranks run in turn (AutoAttack's order) break."""
+    from robustlab.adversarial.evaluate import suite_attacks
+    from robustlab.adversarial.fab import fab
+
+    x, y = attack_batch
+    fab_t = dict(suite_attacks("standard", eps=0.06, num_classes=10))["fab-t"]
+    assert len(fab_t.parts) == 9
+
+    def sequential(model, inputs, labels, *, generator=None):
+        return fab(model, inputs, labels, **fab_t.settings)
+
+    split = evaluate(digits_cnn, x, y, eps=0.06, generator=_gen(1), batch_size=20, attacks=[("fab-t", fab_t)],
+                     workers=2)
+    in_turn = evaluate(digits_cnn, x, y, eps=0.06, generator=_gen(1), batch_size=20,
+                       attacks=[("fab-t", sequential)])
+    assert 0 < split.attack_stats[0].num_broken < split.attack_stats[0].num_attacked
+    assert torch.equal(split.robust, in_turn.robust) and split.broken_by == in_turn.broken_by

@@ -15,8 +15,9 @@ returning scores or labels.
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -48,6 +49,7 @@ __all__ = [
     "check_attack_args",
     "check_eps",
     "check_norm",
+    "check_target_ranks",
     "check_targets",
     "check_unit_box",
     "perturbation_norms",
@@ -202,6 +204,20 @@ def check_targets(targets: Any, labels: torch.Tensor, num_classes: int | None = 
              "class other than the true one)", f"target == label == {int(labels[i])} at index {i}",
              describe_got=False)
     return targets
+
+
+def check_target_ranks(ranks: Any, num_classes: int) -> tuple[int, ...]:
+    """Target ranks of APGD-T / FAB-T: distinct ints in ``[1, num_classes - 1]`` (rank ``r`` = the
+    ``r``-th highest-scoring class other than the top one of the clean logits), at least one."""
+    expected = f"a non-empty sequence of distinct integers in [1, {num_classes - 1}] (ranks of wrong classes)"
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Sequence) or not ranks:
+        fail("target_ranks", expected, ranks, error=InvalidTypeError)
+    if any(isinstance(r, bool) or not isinstance(r, numbers.Integral) for r in ranks):
+        fail("target_ranks", expected, ranks, error=InvalidTypeError)
+    out = tuple(int(r) for r in ranks)
+    if len(set(out)) != len(out) or not all(1 <= r <= num_classes - 1 for r in out):
+        fail("target_ranks", expected, list(out))
+    return out
 
 
 def check_attack_args(

@@ -86,13 +86,13 @@ class NotATensor:
 
 class ChunkPool:
     """Runs ``attacks[i](model, inputs[idx], labels[idx], generator=Generator().manual_seed(seed))``
-    for many ``(idx, seed)`` chunks, in ``workers`` forked processes (started on first use)."""
+    for many ``(i, idx, seed)`` items, in ``workers`` forked processes (started on first use)."""
 
     def __init__(self, model: Any, inputs: torch.Tensor, labels: torch.Tensor,
-                 attacks: tuple[Any, ...], *, workers: int, max_chunks: int,
+                 attacks: tuple[Any, ...], *, workers: int, max_items: int,
                  generator_device: torch.device) -> None:
         self._state = (model, inputs, labels, attacks, generator_device)
-        self._workers = max(1, min(workers, max_chunks))
+        self._workers = max(1, min(workers, max_items))
         self._pool: Any = None
         self._token: int | None = None
 
@@ -115,15 +115,16 @@ class ChunkPool:
                 _STATE.pop(self._token, None)
             self._token = None
 
-    def run(self, attack_index: int, chunks: list[tuple[torch.Tensor, int]]) -> list[Any]:
-        """The attack's output (adversarial inputs or whatever it returned) for each chunk, in order.
-        Warnings a worker caught are re-issued here; an exception in a worker is raised here."""
-        if self._workers <= 1 or len(chunks) <= 1:
-            return [_attack_chunk(self._state, attack_index, idx, seed, reseed=False) for idx, seed in chunks]
+    def run(self, items: list[tuple[int, torch.Tensor, int]]) -> list[Any]:
+        """For each ``(attack index, example indices, seed)``, in order, the attack's output
+        (adversarial inputs, or whatever it returned). Warnings a worker caught are re-issued here;
+        an exception in a worker is raised here. A single item runs in this process."""
+        if self._workers <= 1 or len(items) <= 1:
+            return [_attack_chunk(self._state, i, idx, seed, reseed=False) for i, idx, seed in items]
         pool = self._start()
-        items = [(self._token, attack_index, idx, seed) for idx, seed in chunks]
         out = []
-        for status, value, caught in pool.imap(_worker_chunk, items, chunksize=1):
+        for status, value, caught in pool.imap(_worker_chunk, [(self._token, *item) for item in items],
+                                               chunksize=1):
             for category, message in caught:
                 warnings.warn(message, category, stacklevel=2)
             if status == "error":

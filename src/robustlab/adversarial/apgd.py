@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -48,6 +49,7 @@ from robustlab.adversarial._core import (
     check_attack_args,
     check_eps,
     check_norm,
+    check_target_ranks,
     finalize,
     flat,
     input_gradient,
@@ -469,6 +471,7 @@ def apgd_targeted(
     eot_iter: int = 1,
     generator: torch.Generator | None = None,
     use_largereps: bool = False,
+    target_ranks: Sequence[int] | None = None,
 ) -> AttackResult:
     """APGD-T: APGD on a targeted loss, towards each of the top non-true classes in turn.
 
@@ -488,6 +491,12 @@ def apgd_targeted(
         warning (AutoAttack's checks.py warns likewise).
     loss : {"dlr", "ce"}, default "dlr"
         The targeted loss. The targeted DLR needs ``K >= 4`` classes.
+    target_ranks : sequence of int, optional
+        Which targets, by rank among the non-true classes ordered by clean logit (1 = the
+        highest-scoring wrong class), tried in the order given; overrides
+        ``num_target_classes`` (which means ranks ``1, ..., num_target_classes``).
+        :func:`~robustlab.adversarial.evaluate` runs one rank per call so that the targets can
+        run side by side.
 
     Returns
     -------
@@ -503,17 +512,19 @@ def apgd_targeted(
         with torch.no_grad():
             clean = view(inputs)
         num_classes = clean.shape[1]
-        if num_target_classes > num_classes - 1:
+        if target_ranks is None and num_target_classes > num_classes - 1:
             warnings.warn(f"num_target_classes={num_target_classes} exceeds the {num_classes - 1} "
                           f"classes other than the true one; using {num_classes - 1}.",
                           UserWarning, stacklevel=2)
             num_target_classes = num_classes - 1
+        ranks = (range(1, num_target_classes + 1) if target_ranks is None
+                 else check_target_ranks(target_ranks, num_classes))
         broken = is_success(clean, labels, None)
         ranked = clean.argsort(dim=1, descending=True)
         adv = inputs.clone()
         best = torch.full((inputs.shape[0],), -math.inf, dtype=inputs.dtype, device=inputs.device)
         objective = attack_objective(loss)
-        for rank in range(1, num_target_classes + 1):
+        for rank in ranks:
             # ranked[:, 0] is the label for the clean-correct examples, the only ones attacked
             for _ in range(restarts):
                 _restart(view, inputs, labels, t_loss=ranked[:, rank], t_success=None, eps=eps,

@@ -25,6 +25,7 @@ from robustlab._constants import (
     ADV_EVAL_BALL_RTOL,
     ADV_EVAL_BATCH_SIZE,
     ADV_EVAL_CPU_BATCH_SIZE,
+    ADV_EVAL_CPU_MIN_CHUNK,
     ADV_EVAL_RANDOMIZED_ATOL,
     ATTACK_BALL_ATOL,
     AUTOATTACK_L1_RESTARTS,
@@ -170,10 +171,16 @@ class RobustnessResult:
 class _SuiteAttack:
     """One attack of a suite: a function imported lazily from its module, with fixed settings."""
 
-    def __init__(self, module: str, function: str, **settings: Any) -> None:
+    def __init__(self, module: str, function: str, *, split_targets: int = 0, **settings: Any) -> None:
         self.module = module
         self.function = function
         self.settings = settings
+        #: APGD-T / FAB-T: one attack per target rank, which evaluate runs side by side (each on
+        #: every example of the chunk; an example counts as broken by the first rank that breaks
+        #: it, as when the ranks run in turn)
+        self.parts: tuple[_SuiteAttack, ...] = tuple(
+            _SuiteAttack(module, function, **settings, target_ranks=(r,)) for r in range(1, split_targets + 1)
+        ) if split_targets > 1 else ()
 
     def __call__(self, model: Any, inputs: torch.Tensor, labels: torch.Tensor, *,
                  generator: torch.Generator | None = None) -> AttackResult:
@@ -254,11 +261,12 @@ def _suite_attacks(suite: str, eps: float, norm: str,
 
     def apgd_t(num_targets: int, **extra: Any) -> _SuiteAttack:
         return _SuiteAttack(_APGD, "apgd_targeted", eps=eps, norm=norm, num_target_classes=num_targets,
-                            num_steps=steps, restarts=1, loss="dlr", rho=rho, eot_iter=1, **extra)
+                            num_steps=steps, restarts=1, loss="dlr", rho=rho, eot_iter=1,
+                            split_targets=num_targets, **extra)
 
     def fab(targeted: bool, restarts: int) -> _SuiteAttack:
         return _SuiteAttack(_FAB, "fab", eps=eps, norm=norm, num_steps=steps, restarts=restarts,
-                            targeted=targeted, num_target_classes=t9)
+                            targeted=targeted, num_target_classes=t9, split_targets=t9 if targeted else 0)
 
     def square(windows: str) -> _SuiteAttack:
         return _SuiteAttack(_SQUARE, "square", eps=eps, norm=norm, max_queries=AUTOATTACK_SQUARE_QUERIES,
@@ -364,6 +372,17 @@ def resolve_batch_size(batch_size: Any, device: torch.device) -> int:
     return check_int("batch_size", batch_size, low=1)
 
 
+def _num_chunks(m: int, batch_size: int, device: torch.device) -> int:
+    """Chunks for ``m`` examples: ``ceil(m / batch_size)``; on CPU, from ``2 * ADV_EVAL_CPU_MIN_CHUNK``
+    examples on, an even number (at least 2), so that worker processes share them evenly. It
+    depends on ``m``, ``batch_size`` and the device only, never on ``workers``."""
+    k = -(-m // batch_size)
+    if device.type == "cpu" and m >= 2 * ADV_EVAL_CPU_MIN_CHUNK:
+        k = max(k, 2)
+        k += k % 2
+    return k
+
+
 def _outside_threat_model(x: torch.Tensor, adv: torch.Tensor, eps: float, norm: str) -> tuple[float, float]:
     """``(largest norm, largest box violation)`` of ``adv - x`` over the examples given."""
     if not adv.shape[0]:
@@ -418,7 +437,8 @@ def evaluate(
         for inputs on an accelerator, 128 on CPU, where a forward-backward pass of a small model
         costs less per example at about 128 rows than at 256 and where smaller chunks give the
         ``workers`` something to share. The examples an attack runs on are split
-        into ``ceil(m / batch_size)`` chunks of equal size (within one).
+        into ``ceil(m / batch_size)`` chunks of equal size (within one); on CPU into an even number
+        of them (at least 2) from 64 examples on, so that two or four workers share them evenly.
     generator : torch.Generator
         Source of every random draw (random starts, restarts, Square's squares). Required.
     attacks : list of (str, attack), optional
@@ -457,7 +477,13 @@ def evaluate(
     2. for each attack in turn, the still-robust examples are attacked in chunks of
        ``batch_size``; an example is broken when one forward pass on the attack's output
        misclassifies it (the attack's own ``success`` flag is not trusted); its adversarial
-       input is kept and later attacks skip it;
+       input is kept and later attacks skip it. One deviation in how the work is cut, not in what
+       is computed: AutoAttack runs APGD-T's and FAB-T's target classes in turn, each on the
+       examples no earlier target broke; robustlab runs each target class on every example of
+       the chunk, so the targets can run side by side in ``workers`` (an example is broken by
+       the first target, in AutoAttack's order, whose output misclassifies it; every target
+       AutoAttack would try on an example is tried on it, and examples an earlier target broke
+       are attacked again, wasted work that is small because APGD-CE has removed the easy ones);
     3. the final sanity check: the model is run again on all returned ``adv_inputs`` and must
        misclassify exactly the non-robust examples. AutoAttack only logs the perturbation size
        here; robustlab raises when the two disagree on a deterministic model, and warns when the
@@ -551,8 +577,15 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
 
     # 2. the attacks, each on what survived the previous ones; an attack's chunks are independent
     # (own examples, own seed), so a ChunkPool may run them in worker processes
-    pool = ChunkPool(model, inputs, labels, tuple(a for _, a in attacks), workers=workers,
-                     max_chunks=-(-int(clean_correct.sum()) // batch_size), generator_device=generator.device)
+    callables: list[AttackFn] = []
+    spans: list[tuple[int, int]] = []  # per attack: (index of its first callable, number of parts)
+    for _, attack in attacks:
+        parts = getattr(attack, "parts", ()) or (attack,)
+        spans.append((len(callables), len(parts)))
+        callables.extend(parts)
+    max_items = -(-int(clean_correct.sum()) // batch_size) * max(p for _, p in spans)
+    pool = ChunkPool(model, inputs, labels, tuple(callables), workers=workers, max_items=max_items,
+                     generator_device=generator.device)
     with pool, _progress(f"evaluate ({suite}, {norm}, eps={eps:g})", total=len(attacks),
                          enabled=None if progress else False) as bar, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{_PROBABILITY_WARNING}")
@@ -561,12 +594,13 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
             todo = robust.nonzero().flatten()
             num_broken = 0
             if eps > 0 and todo.numel():
-                chunks = list(torch.tensor_split(todo, -(-todo.numel() // batch_size)))
-                outputs = pool.run(i, [(idx, (seed + b * _SEED_STRIDE) % _SEED_MOD)
-                                       for b, idx in enumerate(chunks)])
-                for idx, adv in zip(chunks, outputs):
-                    num_broken += _record(model, adv, name, inputs, labels, idx, eps, norm, batch_size,
-                                          custom is not None, robust, adv_inputs, broken_by)
+                first, nparts = spans[i]
+                chunks = list(torch.tensor_split(todo, _num_chunks(todo.numel(), batch_size, inputs.device)))
+                outputs = pool.run([(first + p, idx, (seed + (b * nparts + p) * _SEED_STRIDE) % _SEED_MOD)
+                                    for b, idx in enumerate(chunks) for p in range(nparts)])
+                for k, adv in enumerate(outputs):  # parts in rank order: the first break counts
+                    num_broken += _record(model, adv, name, inputs, labels, chunks[k // nparts], eps, norm,
+                                          batch_size, custom is not None, robust, adv_inputs, broken_by)
             stats.append(AttackStat(name=name, num_attacked=int(todo.numel()) if eps > 0 else 0,
                                     num_broken=num_broken, seconds=time.perf_counter() - t0,
                                     robust_accuracy=float(robust.sum()) / n))
@@ -586,14 +620,20 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
 def _record(model: Any, adv: Any, name: str, inputs: torch.Tensor, labels: torch.Tensor,
             idx: torch.Tensor, eps: float, norm: str, batch_size: int, is_custom: bool,
             robust: torch.Tensor, adv_inputs: torch.Tensor, broken_by: list[str | None]) -> int:
-    """Check an attack's output ``adv`` for ``inputs[idx]``; record the broken ones in place;
-    return how many broke."""
-    x, y = inputs[idx], labels[idx]
+    """Check an attack's output ``adv`` for ``inputs[idx]``; record the broken ones among those
+    still robust in place; return how many broke."""
+    x = inputs[idx]
     if not isinstance(adv, torch.Tensor) or adv.shape != x.shape:
         got = adv.description if isinstance(adv, NotATensor) else describe(adv)
         raise RobustlabError(
             f"Attack {name!r} must return an AttackResult whose adv_inputs have the inputs' shape "
             f"{tuple(x.shape)}. Got {got} instead.")
+    alive = robust[idx]
+    if not bool(alive.all()):  # an earlier part (target rank) of this attack broke some already
+        if not bool(alive.any()):
+            return 0
+        idx, x, adv = idx[alive], x[alive], adv[alive]
+    y = labels[idx]
     adv = adv.detach().to(device=x.device, dtype=x.dtype)
     with torch.no_grad():
         broken = _logits(model, adv, batch_size).argmax(dim=1) != y

@@ -15,6 +15,7 @@ a minimum-norm attack (the result's ``norms`` are the smallest adversarial norms
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from robustlab.adversarial._core import (
     check_attack_args,
     check_eps,
     check_norm,
+    check_target_ranks,
     finalize,
     flat,
     model_view,
@@ -258,12 +260,12 @@ def _restart_start(x0: torch.Tensor, best_norm: torch.Tensor, norm: str, eps: fl
 def _fab_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, *,
               norm: str, eps: float | None, num_steps: int, restarts: int, targeted: bool,
               num_target_classes: int, alpha_max: float, eta: float, beta: float,
-              generator: torch.Generator | None) -> AttackResult:
+              generator: torch.Generator | None, target_ranks: Sequence[int] | None = None) -> AttackResult:
     with model_view(model, inputs) as view:
         with torch.no_grad():
             logits = view(inputs)
         k = logits.shape[1]
-        if targets is None and targeted and not 1 <= num_target_classes <= k - 1:
+        if targets is None and targeted and target_ranks is None and not 1 <= num_target_classes <= k - 1:
             fail("num_target_classes", f"an integer in [1, {k - 1}] (the model has {k} classes)",
                  num_target_classes)
         n = inputs.shape[0]
@@ -274,7 +276,9 @@ def _fab_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, targets: t
             target_sets: list[torch.Tensor | None] = [targets]
         elif targeted:  # FAB-T: the 2nd, 3rd, ... highest clean logits (fab_base.py L111-114, L303)
             ranked = logits.argsort(dim=1, descending=True)
-            target_sets = [ranked[:, i] for i in range(1, num_target_classes + 1)]
+            ranks = (range(1, num_target_classes + 1) if target_ranks is None
+                     else check_target_ranks(target_ranks, k))
+            target_sets = [ranked[:, i] for i in ranks]
         else:
             target_sets = [None]
         iterations = 0
@@ -316,6 +320,7 @@ def fab(
     beta: float = FAB_BETA,
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    target_ranks: Sequence[int] | None = None,
 ) -> AttackResult:
     """Fast Adaptive Boundary attack (Croce & Hein, ICML 2020): minimal ``norm`` adversarial examples.
 
@@ -359,6 +364,10 @@ def fab(
         unused.
     generator : torch.Generator, optional
         Draws the random restarts; required when ``restarts > 1``, unused otherwise.
+    target_ranks : sequence of int, optional
+        FAB-T's targets by rank among the non-true classes ordered by clean logit (1 = the
+        highest-scoring wrong class), in the order given; overrides ``num_target_classes``
+        (ranks ``1, ..., num_target_classes``). Needs ``targeted=True``.
 
     Returns
     -------
@@ -413,9 +422,11 @@ def fab(
     beta = check_number("beta", beta, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     inputs, labels, targets = check_attack_args(inputs, labels, targets=targets, generator=generator,
                                                 needs_generator=restarts > 1)
+    if target_ranks is not None and not targeted:
+        fail("target_ranks", "given only with targeted=True (they pick FAB-T's targets)", target_ranks)
     return _fab_impl(model, inputs, labels, targets, norm=norm, eps=eps, num_steps=num_steps,
                      restarts=restarts, targeted=targeted, num_target_classes=num_target_classes,
-                     alpha_max=alpha_max, eta=eta, beta=beta, generator=generator)
+                     alpha_max=alpha_max, eta=eta, beta=beta, generator=generator, target_ranks=target_ranks)
 
 
 @ATTACKS.register("fab")
