@@ -113,8 +113,12 @@ def run_robustlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 
     attacks = [(name, clock.wrap(name, fn)) for name, fn in suite_attacks("standard", eps=eps, norm="linf",
                                                                            num_classes=10)]
+    # one chunk of all examples in this process, as fra31 runs here (bs = n): the per-attack CPU
+    # comparison on one thread (evaluate's worker processes and split target ranks are measured in
+    # benchmarks/adversarial.py, on 2 cores)
     res = evaluate(model, x, y, eps=eps, norm="linf", suite="standard", attacks=attacks,
-                   generator=torch.Generator().manual_seed(seed), progress=False)
+                   generator=torch.Generator().manual_seed(seed), progress=False,
+                   batch_size=x.shape[0], workers=1)
     return res.robust_accuracy
 
 
@@ -235,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             f"interleaved runs; load average at the end {tuple(round(v, 1) for v in load)} on a shared "
             f"machine (CPU time is the reliable column; wall time includes waiting for a core)."),
             "",
-            ("robustlab and fra31 run 100 iterations per APGD/APGD-T/FAB run; torchattacks-shipped is "
+            ("One thread, one process, every contender given all examples as one batch: robustlab's "
+             "worker processes and side-by-side target classes, its defaults on CPU, are measured on 2 "
+             "cores in [adversarial.md](adversarial.md). "
+             "robustlab and fra31 run 100 iterations per APGD/APGD-T/FAB run; torchattacks-shipped is "
             "`torchattacks.AutoAttack` as shipped (10 iterations: its attacks' defaults); "
             "torchattacks-fra31 is its attacks set to fra31's settings (100 iterations). Per-attack "
             "columns are CPU seconds of the best run. Robust accuracy lists every run."),

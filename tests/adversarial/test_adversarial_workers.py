@@ -213,3 +213,34 @@ def test_split_targets_give_the_sequential_verdicts(digits_cnn, attack_batch):
                        attacks=[("fab-t", sequential)])
     assert 0 < split.attack_stats[0].num_broken < split.attack_stats[0].num_attacked
     assert torch.equal(split.robust, in_turn.robust) and split.broken_by == in_turn.broken_by
+
+
+# --------------------------------------------------------------------------- chunking
+@pytest.mark.parametrize(("m", "batch_size", "even", "expected"),
+                         [(63, 128, True, 1), (64, 128, True, 2), (128, 128, True, 2), (300, 128, True, 4),
+                          (300, 128, False, 3), (10, 3, True, 4), (64, 128, False, 1), (1, 128, True, 1)])
+def test_number_of_chunks(m, batch_size, even, expected):
+    from robustlab.adversarial.evaluate import _num_chunks
+
+    assert _num_chunks(m, batch_size, even) == expected
+
+
+def test_default_cpu_chunks_are_even_and_equal(digits_cnn, digits_split):
+    """Default batch size on CPU: at most 128 per chunk, an even number of chunks of equal size
+    from 64 examples on; an explicit batch_size is taken as given."""
+    _, _, x, y = digits_split
+    x, y = x[:150], y[:150]
+    sizes: list[int] = []
+
+    def recording(model, inputs, labels, *, generator=None):
+        sizes.append(inputs.shape[0])
+        return AttackResult(adv_inputs=inputs.clone(), success=torch.zeros(len(labels), dtype=torch.bool),
+                            norms=torch.zeros(len(labels)), queries=torch.zeros(len(labels), dtype=torch.int64),
+                            num_iterations=0, norm="linf", eps=0.0)
+
+    res = evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), attacks=[("r", recording)])
+    m = int(res.clean_correct.sum())
+    assert m >= 128 and len(sizes) == 2 and sum(sizes) == m and max(sizes) - min(sizes) <= 1
+    sizes.clear()
+    evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), attacks=[("r", recording)], batch_size=m)
+    assert sizes == [m]

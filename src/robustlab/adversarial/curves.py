@@ -203,16 +203,19 @@ def accuracy_curve(
     grid = _check_grid("eps_grid", eps_grid)
     norm = check_norm(norm)
     check_choice("suite", suite, SUITES)
-    batch_size = resolve_batch_size(batch_size, inputs.device)
+    requested, batch_size = batch_size, resolve_batch_size(batch_size, inputs.device)
     progress = check_bool("progress", progress)
     if inputs.shape[0] == 0:
         fail("inputs", "a batch of at least one example", inputs)
-    return _accuracy_curve_impl(model, inputs, labels, grid, norm, suite, generator, batch_size, progress)
+    return _accuracy_curve_impl(model, inputs, labels, grid, norm, suite, generator, batch_size, progress,
+                                requested)
 
 
 def _accuracy_curve_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, grid: np.ndarray,
                          norm: str, suite: str, generator: torch.Generator, batch_size: int,
-                         progress: bool) -> AccuracyCurve:
+                         progress: bool, requested: int | None = None) -> AccuracyCurve:
+    """``batch_size`` for this function's own forward passes; ``requested`` (``None``: evaluate's
+    default chunking) for the evaluations."""
     start = time.perf_counter()
     n = inputs.shape[0]
     clean_correct = _logits(model, inputs, batch_size).argmax(dim=1) == labels
@@ -224,7 +227,7 @@ def _accuracy_curve_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor,
         idx = alive.nonzero().flatten()
         if idx.numel() and e > 0:
             res = evaluate(model, inputs[idx], labels[idx], eps=e, norm=norm, suite=suite,
-                           batch_size=batch_size, generator=generator, progress=progress)
+                           batch_size=requested, generator=generator, progress=progress)
             newly = idx[~res.robust]
             alive[newly] = False
             broken_at[newly.cpu()] = e

@@ -372,12 +372,12 @@ def resolve_batch_size(batch_size: Any, device: torch.device) -> int:
     return check_int("batch_size", batch_size, low=1)
 
 
-def _num_chunks(m: int, batch_size: int, device: torch.device) -> int:
-    """Chunks for ``m`` examples: ``ceil(m / batch_size)``; on CPU, from ``2 * ADV_EVAL_CPU_MIN_CHUNK``
-    examples on, an even number (at least 2), so that worker processes share them evenly. It
-    depends on ``m``, ``batch_size`` and the device only, never on ``workers``."""
+def _num_chunks(m: int, batch_size: int, even: bool) -> int:
+    """Chunks for ``m`` examples: ``ceil(m / batch_size)``; with ``even`` (the CPU default batch
+    size), from ``2 * ADV_EVAL_CPU_MIN_CHUNK`` examples on, an even number (at least 2), so that
+    worker processes share them evenly. Never a function of ``workers``."""
     k = -(-m // batch_size)
-    if device.type == "cpu" and m >= 2 * ADV_EVAL_CPU_MIN_CHUNK:
+    if even and m >= 2 * ADV_EVAL_CPU_MIN_CHUNK:
         k = max(k, 2)
         k += k % 2
     return k
@@ -437,8 +437,9 @@ def evaluate(
         for inputs on an accelerator, 128 on CPU, where a forward-backward pass of a small model
         costs less per example at about 128 rows than at 256 and where smaller chunks give the
         ``workers`` something to share. The examples an attack runs on are split
-        into ``ceil(m / batch_size)`` chunks of equal size (within one); on CPU into an even number
-        of them (at least 2) from 64 examples on, so that two or four workers share them evenly.
+        into ``ceil(m / batch_size)`` chunks of equal size (within one); with the CPU default, into
+        an even number of them (at least 2) from 64 examples on, so that two or four workers share
+        them evenly (a ``batch_size`` given explicitly is taken as it is).
     generator : torch.Generator
         Source of every random draw (random starts, restarts, Square's squares). Required.
     attacks : list of (str, attack), optional
@@ -520,11 +521,9 @@ def evaluate(
         fail("inputs", "a batch of at least one example", inputs)
     eps = check_eps(eps)
     norm = check_norm(norm)
+    even_chunks = batch_size is None and inputs.device.type == "cpu"
     batch_size = resolve_batch_size(batch_size, inputs.device)
     progress = check_bool("progress", progress)
-    # auto: robustlab's suites only (a custom attack may keep state, which a forked copy would not
-    # bring back); workers > 1 given explicitly runs custom attacks in workers too
-    workers = resolve_workers(workers, inputs.device) if workers is not None or attacks is None else 1
     if attacks is not None:
         custom = _check_attacks(attacks)
         suite_name = "custom"
@@ -536,15 +535,19 @@ def evaluate(
             warnings.warn("AutoAttack's 'plus' suite is meant for linf and l2 (autoattack.py "
                           "set_version prints a warning for L1); check the result with 'standard'.",
                           UserWarning, stacklevel=2)
+    # auto: robustlab's own attacks only (a custom attack may keep state, which a forked copy would
+    # not bring back); workers > 1 given explicitly runs custom attacks in workers too
+    ours = custom is None or all(isinstance(a, _SuiteAttack) for _, a in custom)
+    workers = resolve_workers(workers, inputs.device) if workers is not None or ours else 1
     return _evaluate_impl(model, inputs, labels, eps=eps, norm=norm, suite=suite_name,
                           batch_size=batch_size, generator=generator, custom=custom, progress=progress,
-                          workers=workers)
+                          workers=workers, even_chunks=even_chunks)
 
 
 def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, eps: float, norm: str,
                    suite: str, batch_size: int, generator: torch.Generator,
                    custom: tuple[tuple[str, AttackFn], ...] | None, progress: bool,
-                   workers: int) -> RobustnessResult:
+                   workers: int, even_chunks: bool = False) -> RobustnessResult:
     start = time.perf_counter()
     n = inputs.shape[0]
 
@@ -595,7 +598,7 @@ def _evaluate_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, *, ep
             num_broken = 0
             if eps > 0 and todo.numel():
                 first, nparts = spans[i]
-                chunks = list(torch.tensor_split(todo, _num_chunks(todo.numel(), batch_size, inputs.device)))
+                chunks = list(torch.tensor_split(todo, _num_chunks(todo.numel(), batch_size, even_chunks)))
                 outputs = pool.run([(first + p, idx, (seed + (b * nparts + p) * _SEED_STRIDE) % _SEED_MOD)
                                     for b, idx in enumerate(chunks) for p in range(nparts)])
                 for k, adv in enumerate(outputs):  # parts in rank order: the first break counts

@@ -215,7 +215,7 @@ def check_gradient_masking(
     norm = check_norm(norm)
     num_steps = check_int("num_steps", num_steps, low=1)
     square_queries = check_int("square_queries", square_queries, low=1)
-    batch_size = resolve_batch_size(batch_size, inputs.device)
+    requested, batch_size = batch_size, resolve_batch_size(batch_size, inputs.device)
     if checks is None:
         wanted = MASKING_CHECKS
     else:
@@ -238,12 +238,14 @@ def check_gradient_masking(
                  "that run)", grid)
     grid = sorted({e for e in grid if 0 < e < large_eps}) + [large_eps]
     return _masking_impl(model, inputs, labels, eps, norm, generator, grid, num_steps, square_queries,
-                         batch_size, wanted)
+                         batch_size, wanted, requested)
 
 
 def _masking_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, eps: float, norm: str,
                   generator: torch.Generator, grid: list[float], num_steps: int, square_queries: int,
-                  batch_size: int, wanted: tuple[str, ...]) -> MaskingReport:
+                  batch_size: int, wanted: tuple[str, ...], requested: int | None = None) -> MaskingReport:
+    # batch_size: this function's own forward passes; requested (None: evaluate's default chunking)
+    # for the evaluations
     start = time.perf_counter()
     n = inputs.shape[0]
     out: dict[str, MaskingCheck] = {}
@@ -262,7 +264,7 @@ def _masking_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, eps: f
         def apgd_run(e: float) -> RobustnessResult:
             attack = _SuiteAttack(_APGD, "apgd", eps=e, norm=norm, loss="ce", num_steps=num_steps,
                                   restarts=1, rho=AUTOATTACK_RHO, eot_iter=1)
-            return evaluate(model, inputs, labels, eps=e, norm=norm, batch_size=batch_size,
+            return evaluate(model, inputs, labels, eps=e, norm=norm, batch_size=requested,
                             generator=generator, attacks=[("apgd-ce", attack)])
 
         runs: dict[float, RobustnessResult] = {}
@@ -282,7 +284,7 @@ def _masking_impl(model: Any, inputs: torch.Tensor, labels: torch.Tensor, eps: f
             if "black_box" in wanted and _square_offers(norm):
                 square = _SuiteAttack(_SQUARE, "square", eps=eps, norm=norm, max_queries=square_queries,
                                       p_init=AUTOATTACK_SQUARE_P_INIT, restarts=1)
-                sq = evaluate(model, inputs, labels, eps=eps, norm=norm, batch_size=batch_size,
+                sq = evaluate(model, inputs, labels, eps=eps, norm=norm, batch_size=requested,
                               generator=generator, attacks=[("square", square)])
                 excess = int((first.robust & second.robust & ~sq.robust).sum())
                 out["black_box"] = _check(
