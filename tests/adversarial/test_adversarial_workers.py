@@ -27,6 +27,16 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _recording_identity(sizes: list[int]):
+    """An 'attack' that changes nothing and appends the size of every batch it sees to ``sizes``."""
+    def attack(model, inputs, labels, *, generator=None):
+        sizes.append(inputs.shape[0])
+        return AttackResult(adv_inputs=inputs.clone(), success=torch.zeros(len(labels), dtype=torch.bool),
+                            norms=torch.zeros(len(labels)), queries=torch.zeros(len(labels), dtype=torch.int64),
+                            num_iterations=0, norm="linf", eps=0.0)
+    return attack
+
+
 def _pgd(model, inputs, labels, *, generator=None):
     from robustlab.adversarial.gradient import pgd
 
@@ -111,13 +121,7 @@ def test_one_chunk_runs_in_this_process(digits_cnn, attack_batch):
     """Nothing is forked for an attack with one chunk (the call stays cheap for small batches)."""
     x, y = attack_batch
     seen: list[int] = []
-
-    def recording(model, inputs, labels, *, generator=None):
-        seen.append(inputs.shape[0])
-        return AttackResult(adv_inputs=inputs.clone(), success=torch.zeros(len(labels), dtype=torch.bool),
-                            norms=torch.zeros(len(labels)), queries=torch.zeros(len(labels), dtype=torch.int64),
-                            num_iterations=0, norm="linf", eps=0.0)
-
+    recording = _recording_identity(seen)
     evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), batch_size=64, attacks=[("r", recording)], workers=2)
     assert len(seen) == 1
 
@@ -231,16 +235,41 @@ def test_default_cpu_chunks_are_even_and_equal(digits_cnn, digits_split):
     _, _, x, y = digits_split
     x, y = x[:150], y[:150]
     sizes: list[int] = []
-
-    def recording(model, inputs, labels, *, generator=None):
-        sizes.append(inputs.shape[0])
-        return AttackResult(adv_inputs=inputs.clone(), success=torch.zeros(len(labels), dtype=torch.bool),
-                            norms=torch.zeros(len(labels)), queries=torch.zeros(len(labels), dtype=torch.int64),
-                            num_iterations=0, norm="linf", eps=0.0)
-
+    recording = _recording_identity(sizes)
     res = evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), attacks=[("r", recording)])
     m = int(res.clean_correct.sum())
     assert m >= 128 and len(sizes) == 2 and sum(sizes) == m and max(sizes) - min(sizes) <= 1
     sizes.clear()
     evaluate(digits_cnn, x, y, eps=EPS, generator=_gen(), attacks=[("r", recording)], batch_size=m)
     assert sizes == [m]
+
+
+def test_randomised_model_is_reproducible_in_workers(digits_cnn, attack_batch):
+    """A model drawing from torch's global generator: each worker reseeds its own copy per chunk,
+    so the 'rand' suite (EoT) gives the same numbers twice, and the caller's generator is untouched."""
+
+    class GlobalNoise(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x + 0.2 * torch.randn_like(x))
+
+    x, y = attack_batch
+    x, y = x[:24], y[:24]
+    model = GlobalNoise(digits_cnn)
+    rng = torch.get_rng_state()
+    try:
+        results = []
+        for _ in range(2):
+            torch.manual_seed(0)  # the clean passes run here and draw from the global generator
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the final check warns: a randomised model varies per draw
+                results.append(evaluate(model, x, y, eps=EPS, suite="rand", generator=_gen(4), batch_size=8,
+                                        workers=2))
+    finally:
+        torch.set_rng_state(rng)
+    a, b = results
+    assert a.attack_stats[0].num_attacked > 8  # several chunks, which the workers take in any order
+    assert torch.equal(a.adv_inputs, b.adv_inputs) and a.broken_by == b.broken_by
