@@ -4,9 +4,10 @@
 
 Every configuration runs as the real command (``robustlab scan ...`` in a subprocess, models
 already in the cache, a fresh output folder), timed from start to exit. Peak memory is the
-largest sum of the resident set sizes of the command and all its descendant processes (Ray's
-head, raylet and workers included), sampled every 0.1 s from /proc -- a single process's
-ru_maxrss would hide Ray's workers. The local and Ray sweeps' stored values are compared bit for
+largest sum of the proportional set sizes (PSS) of the command and all its descendant processes
+(Ray's head, raylet and workers, and evaluate's forked workers included), sampled every 0.1 s
+from /proc -- a single process's ru_maxrss would hide the workers, and a sum of resident sizes
+would count the pages a forked worker shares with its parent twice. The local and Ray sweeps' stored values are compared bit for
 bit (timing rows aside). Writes docs/benchmarks/scan.md.
 
 ``--quick``: the sweep runs the clean and corruptions probes only (minutes less).
@@ -45,8 +46,23 @@ def _sweep_toml(quick: bool) -> str:
     return text
 
 
+def _pss(pid: int) -> int | None:
+    """Proportional set size of ``pid`` in bytes (``/proc/PID/smaps_rollup``): its private pages plus
+    its share of pages shared with other processes, so that forked workers, whose pages are mostly
+    shared copy-on-write with their parent, are not counted twice. ``None`` if unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and every descendant (read from /proc; vanished pids skipped)."""
+    """Memory of ``root`` and every descendant (read from /proc; vanished pids skipped): the sum of
+    their proportional set sizes (resident size where /proc has no smaps_rollup)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
@@ -64,7 +80,9 @@ def _tree_rss(root: int) -> int:
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        if pid in rss:
+            pss = _pss(pid)
+            total += rss[pid] if pss is None else pss
         stack.extend(children.get(pid, []))
     return total
 
@@ -146,7 +164,8 @@ def main() -> None:
          "Each row is the real command (`robustlab scan ...`) in a subprocess with the models already in "
          "the cache and a fresh output folder; the Ray rows include starting the local Ray "
          "(`ray.init()` on all CPUs; its workers start cold and import torch). Peak memory is "
-         "the largest sum of resident memory over the command and all its descendant processes, "
+         "the largest sum of proportional set sizes (PSS: private pages plus a share of shared ones, so "
+         "forked workers are not counted twice) over the command and all its descendant processes, "
          "sampled every 0.1 s."),
         "",
         "| job | backend | wall time (s) | peak memory (MiB) |",
