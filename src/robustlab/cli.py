@@ -718,13 +718,14 @@ def attack(
     entry_model, test_data, model_info = _scan_model(model, data, seed=seed, epochs=None, retrain=False)
     x, y = test_data.load(select_examples(len(test_data), num_examples, seed))
     start = time.perf_counter()
-    batch_size = resolve_batch_size(batch_size, x.device)
+    # batch_size as given (None keeps evaluate's default chunking); the record says what it was
     result = evaluate(entry_model, x, y, eps=radius, norm=norm, suite=suite, batch_size=batch_size,
                       generator=torch.Generator().manual_seed(seed), workers=workers)
     seconds = time.perf_counter() - start
     record = {
         "model": model_info, "data": data, "num_examples": len(y), "norm": norm, "eps": radius, "eps_text": eps,
-        "suite": suite, "seed": seed, "batch_size": batch_size, "clean_accuracy": float(result.clean_accuracy),
+        "suite": suite, "seed": seed, "batch_size": resolve_batch_size(batch_size, x.device),
+        "clean_accuracy": float(result.clean_accuracy),
         "robust_accuracy": float(result.robust_accuracy), "seconds": seconds, "version": __version__,
         "attacks": [{"name": s.name, "num_attacked": int(s.num_attacked), "num_broken": int(s.num_broken),
                      "seconds": float(s.seconds)} for s in result.attack_stats],

@@ -21,12 +21,12 @@ untouched), so a randomised model's draws are reproducible too.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
-import threading
 import traceback
 import warnings
 from typing import Any
@@ -37,10 +37,11 @@ from robustlab._checks import check_int, describe, fail
 
 __all__ = ["ChunkPool", "NotATensor", "default_workers", "resolve_workers"]
 
-# token -> (model, inputs, labels, attacks, generator device); set just before a pool forks, read by its workers.
+# token -> (model, inputs, labels, attacks, generator device); set just before a pool forks, read by
+# its workers (single dict operations and next() on a count are atomic under the GIL: no lock, so a
+# child never starts with one held)
 _STATE: dict[int, tuple[Any, ...]] = {}
-_STATE_LOCK = threading.Lock()
-_NEXT_TOKEN = [0]
+_TOKENS = itertools.count()
 
 
 def _can_fork() -> bool:
@@ -111,8 +112,7 @@ class ChunkPool:
             self._pool.join()
             self._pool = None
         if self._token is not None:
-            with _STATE_LOCK:
-                _STATE.pop(self._token, None)
+            _STATE.pop(self._token, None)
             self._token = None
 
     def run(self, items: list[tuple[int, torch.Tensor, int]]) -> list[Any]:
@@ -134,11 +134,8 @@ class ChunkPool:
 
     def _start(self) -> Any:
         if self._pool is None:
-            with _STATE_LOCK:
-                self._token = _NEXT_TOKEN[0]
-                _NEXT_TOKEN[0] += 1
-                _STATE[self._token] = self._state
-            # forked outside the lock: a child must not start with a lock held
+            self._token = next(_TOKENS)
+            _STATE[self._token] = self._state
             self._pool = multiprocessing.get_context("fork").Pool(processes=self._workers,
                                                                   initializer=_worker_init)
         return self._pool
@@ -167,7 +164,7 @@ def _worker_chunk(item: tuple[int, int, torch.Tensor, int]) -> tuple[str, Any, l
         try:
             adv = _attack_chunk(_STATE[token], attack_index, idx, seed, reseed=True)
             if isinstance(adv, torch.Tensor):
-                adv = adv.contiguous()
+                adv = adv.contiguous()  # a view would send its whole storage back
             else:  # the parent refuses it; only its description travels back
                 adv = NotATensor(describe(adv))
             status, value = "ok", adv

@@ -637,7 +637,7 @@ def _record(model: Any, adv: Any, name: str, inputs: torch.Tensor, labels: torch
             return 0
         idx, x, adv = idx[alive], x[alive], adv[alive]
     y = labels[idx]
-    adv = adv.detach().to(device=x.device, dtype=x.dtype)
+    adv = adv.to(device=x.device, dtype=x.dtype)  # detached by the ChunkPool
     with torch.no_grad():
         broken = _logits(model, adv, batch_size).argmax(dim=1) != y
     if bool(broken.any()):
