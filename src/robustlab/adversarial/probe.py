@@ -54,6 +54,8 @@ from robustlab.scan.probe import (
     ProbeResult,
     ResultRow,
     Table,
+    check_headline_radius,
+    check_radius_grid,
     figure_to_svg,
     model_state_stamp,
     seeded_generator,
@@ -191,8 +193,8 @@ class AdversarialProbe(Probe):
                  curve_suite: str = ADV_PROBE_CURVE_SUITE, num_examples: int | None = ADV_PROBE_NUM_EXAMPLES,
                  minimal_norm: bool = True, masking: bool = True, seed: int = DEFAULT_SEED,
                  batch_size: int | None = None) -> None:
-        self.eps = _check_grid(dict(ADV_PROBE_EPS) if eps is None else eps)
-        self.headline_eps = _check_headline(self.eps, headline_eps)
+        self.eps = check_radius_grid(dict(ADV_PROBE_EPS) if eps is None else eps, NORMS)
+        self.headline_eps = check_headline_radius(self.eps, headline_eps)
         self.suite = check_choice("suite", suite, _suites())
         self.curve_suite = check_choice("curve_suite", curve_suite, _suites())
         self.num_examples = None if num_examples is None else check_int("num_examples", num_examples, low=1)
@@ -364,37 +366,6 @@ class AdversarialProbe(Probe):
 
 
 # --------------------------------------------------------------------------- validation
-def _check_grid(eps: Any) -> dict[str, tuple[float, ...]]:
-    if not isinstance(eps, Mapping) or not eps:
-        fail("eps", "a non-empty dict from norm ('linf', 'l2', 'l1') to a list of radii", eps,
-             error=InvalidTypeError)
-    grid: dict[str, tuple[float, ...]] = {}
-    for norm, values in eps.items():
-        check_choice("eps", norm, NORMS)
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-            fail("eps", f"a non-empty list of radii for norm {norm!r}", values, error=InvalidTypeError)
-        radii = tuple(sorted(check_eps(v, name="eps", allow_zero=False) for v in values))
-        if len(set(radii)) != len(radii):
-            fail("eps", f"distinct radii for norm {norm!r}", list(values))
-        grid[norm] = radii
-    return grid
-
-
-def _check_headline(grid: dict[str, tuple[float, ...]], headline: Any) -> dict[str, float]:
-    chosen = {n: radii[(len(radii) - 1) // 2] for n, radii in grid.items()}
-    if headline is None:
-        return chosen
-    if not isinstance(headline, Mapping):
-        fail("headline_eps", "a dict from norm to one radius of its 'eps' grid", headline, error=InvalidTypeError)
-    for norm, value in headline.items():
-        check_choice("headline_eps", norm, tuple(grid))
-        value = check_eps(value, name="headline_eps")
-        if value not in grid[norm]:
-            fail("headline_eps", f"a radius of the {norm!r} grid {list(grid[norm])}", value)
-        chosen[norm] = value
-    return chosen
-
-
 def _not_applicable(x: torch.Tensor) -> str:
     if not x.is_floating_point():
         return "Not applicable: attacks need float inputs."

@@ -78,6 +78,8 @@ from robustlab.scan.probe import (
     ProbeResult,
     ResultRow,
     Table,
+    check_headline_radius,
+    check_radius_grid,
     figure_to_svg,
     model_state_stamp,
     seeded_generator,
@@ -212,8 +214,8 @@ class CertifiedProbe(Probe):
                  num_examples: int | None = CERT_PROBE_NUM_EXAMPLES, seed: int = DEFAULT_SEED,
                  batch_size: int = SMOOTHING_BATCH_SIZE,
                  bounds_batch_size: int = CERT_PROBE_BOUNDS_BATCH_SIZE) -> None:
-        self.eps = _check_grid(dict(CERT_PROBE_EPS) if eps is None else eps)
-        self.headline_eps = _check_headline(self.eps, headline_eps)
+        self.eps = check_radius_grid(dict(CERT_PROBE_EPS) if eps is None else eps, CERTIFIED_NORMS)
+        self.headline_eps = check_headline_radius(self.eps, headline_eps)
         self.methods = _check_methods(methods)
         self.sigmas = _check_positive_list("sigmas", sigmas, allow_empty=True)
         if not self.methods and not self.sigmas:
@@ -419,16 +421,6 @@ class CertifiedProbe(Probe):
 
 
 # --------------------------------------------------------------------------- validation
-def _check_grid(eps: Any) -> dict[str, tuple[float, ...]]:
-    if not isinstance(eps, Mapping) or not eps:
-        fail("eps", "a non-empty dict from norm ('linf', 'l2') to a list of radii", eps, error=InvalidTypeError)
-    grid: dict[str, tuple[float, ...]] = {}
-    for norm, values in eps.items():
-        check_choice("eps", norm, CERTIFIED_NORMS)
-        grid[norm] = _check_positive_list("eps", values, allow_empty=False, what=f"radii for norm {norm!r}")
-    return grid
-
-
 def _check_positive_list(name: str, values: Any, *, allow_empty: bool, what: str = "values") -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or (not values and not allow_empty):
         fail(name, f"a {'' if allow_empty else 'non-empty '}list of {what} > 0", values, error=InvalidTypeError)
@@ -436,21 +428,6 @@ def _check_positive_list(name: str, values: Any, *, allow_empty: bool, what: str
     if len(set(out)) != len(out):
         fail(name, f"distinct {what}", list(values))
     return out
-
-
-def _check_headline(grid: dict[str, tuple[float, ...]], headline: Any) -> dict[str, float]:
-    chosen = {n: radii[(len(radii) - 1) // 2] for n, radii in grid.items()}
-    if headline is None:
-        return chosen
-    if not isinstance(headline, Mapping):
-        fail("headline_eps", "a dict from norm to one radius of its 'eps' grid", headline, error=InvalidTypeError)
-    for norm, value in headline.items():
-        check_choice("headline_eps", norm, tuple(grid))
-        value = check_number("headline_eps", value, low=0.0, low_inclusive=False)
-        if value not in grid[norm]:
-            fail("headline_eps", f"a radius of the {norm!r} grid {list(grid[norm])}", value)
-        chosen[norm] = value
-    return chosen
 
 
 def _check_methods(methods: Any) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from robustlab._checks import check_bool, fail
+from robustlab._checks import check_bool, check_choice, check_number, fail
 from robustlab._registry import Registry
 from robustlab.errors import InvalidParameterError, InvalidTypeError
 
@@ -36,6 +36,8 @@ __all__ = [
     "PROBES",
     "BUILTIN_PROBE_MODULES",
     "build_probe",
+    "check_headline_radius",
+    "check_radius_grid",
     "figure_to_svg",
     "canonical_json",
     "json_text",
@@ -313,6 +315,41 @@ def build_probe(name: str, **params: Any) -> Probe:
 
 
 # --------------------------------------------------------------------------- helpers for probes
+def check_radius_grid(eps: Any, norms: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """A probe's ``eps`` setting: a non-empty dict from a norm among ``norms`` to a non-empty list
+    of distinct radii ``> 0``; returns each list sorted (the adversarial and certified probes)."""
+    if not isinstance(eps, Mapping) or not eps:
+        fail("eps", f"a non-empty dict from norm ({', '.join(repr(n) for n in norms)}) to a list of radii",
+             eps, error=InvalidTypeError)
+    grid: dict[str, tuple[float, ...]] = {}
+    for norm, values in eps.items():
+        check_choice("eps", norm, tuple(norms))
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            fail("eps", f"a non-empty list of radii for norm {norm!r}", values, error=InvalidTypeError)
+        radii = tuple(sorted(check_number("eps", v, low=0.0, low_inclusive=False) for v in values))
+        if len(set(radii)) != len(radii):
+            fail("eps", f"distinct radii for norm {norm!r}", list(values))
+        grid[norm] = radii
+    return grid
+
+
+def check_headline_radius(grid: Mapping[str, tuple[float, ...]], headline: Any) -> dict[str, float]:
+    """The headline radius per norm of a :func:`check_radius_grid` grid: ``headline`` (a dict from
+    norm to one radius of its grid) where given, else the (lower) middle value of each grid."""
+    chosen = {n: radii[(len(radii) - 1) // 2] for n, radii in grid.items()}
+    if headline is None:
+        return chosen
+    if not isinstance(headline, Mapping):
+        fail("headline_eps", "a dict from norm to one radius of its 'eps' grid", headline, error=InvalidTypeError)
+    for norm, value in headline.items():
+        check_choice("headline_eps", norm, tuple(grid))
+        value = check_number("headline_eps", value, low=0.0, low_inclusive=False)
+        if value not in grid[norm]:
+            fail("headline_eps", f"a radius of the {norm!r} grid {list(grid[norm])}", value)
+        chosen[norm] = value
+    return chosen
+
+
 def seeded_generator(seed: int, *parts: Any) -> torch.Generator:
     """A CPU generator seeded from ``seed`` and ``parts`` (the SHA-256 of their text).
 
