@@ -13,9 +13,10 @@ _OWN_CACHE: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Each xdist worker gets one intra-op thread so 2 workers on 2 cores don't oversubscribe.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+    # One intra-op thread in every test process: the tests' models are tiny (one thread is faster
+    # for them) and 2 xdist workers on 2 cores must not oversubscribe. Tests that need more threads
+    # set them and restore this.
+    torch.set_num_threads(1)
     # Never read or write the user's real model cache from tests; the temporary cache is removed
     # when the session ends (each xdist worker and the controller has its own).
     if "ROBUSTLAB_CACHE" not in os.environ:

@@ -14,21 +14,11 @@ from torch import nn
 from robustlab.data import load_dataset
 
 from adv_testkit import NUM_CLASSES, linear_min_norms, linear_model, make_cnn, make_mlp  # noqa: F401
+from train_testkit import fit_adam
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0], 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    return model
+    return fit_adam(model, x, y, epochs=epochs, lr=3e-3, generator=torch.Generator().manual_seed(seed))
 
 
 def _init(model: nn.Module, seed: int) -> nn.Module:
@@ -89,11 +79,3 @@ def linear_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tenso
     labels = model(x).argmax(dim=1)
     return model, x, labels, w, b
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and never oversubscribes a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

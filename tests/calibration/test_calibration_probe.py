@@ -28,17 +28,11 @@ from robustlab.data import Dataset, load_dataset
 from robustlab.errors import InvalidParameterError, InvalidTypeError, UnknownNameError
 from robustlab.scan import PROBES, ResultsStore, build_probe, run_scan
 from robustlab.scan.probe import seeded_generator
+from train_testkit import fit_adam
 
 SMALL = {"num_examples": 120, "num_attack_examples": 24, "attack_steps": 10, "seed": 3,
          "corruptions": ("gaussian_noise", "contrast")}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core runner
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +45,7 @@ def digits():
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * ((2.0 / p.shape[1]) ** 0.5 if p.ndim > 1 else 0.0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(10):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
+    fit_adam(model, x, y, epochs=10, lr=1e-2, generator=g)
     return model, test
 
 

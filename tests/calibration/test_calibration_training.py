@@ -164,26 +164,21 @@ def _mlp(seed: int) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def trained() -> dict[str, tuple[float, float, float]]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
-        x, y = test.tensors()
-        config = TrainConfig(epochs=15, batch_size=64, optimizer="adamw", lr=1e-2, weight_decay=0.0,
-                             schedule="constant", seed=0)
-        out = {}
-        for name, params in (("ce", {}), ("maxsup", {"alpha": 0.3, "alpha_end": None}),
-                             ("label-smoothing", {}), ("adaptive-label-smoothing", {"margin": 2.0})):
-            model = _mlp(0)
-            Trainer(model, build_objective(name, **params), config).fit(train)
-            model.eval()
-            with torch.no_grad():
-                p = model(x).softmax(1)
-            out[name] = (float(p.max(1).values.mean()), expected_calibration_error(p, y),
-                         float((p.argmax(1) == y).double().mean()))
-        return out
-    finally:
-        torch.set_num_threads(threads)
+    train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
+    x, y = test.tensors()
+    config = TrainConfig(epochs=15, batch_size=64, optimizer="adamw", lr=1e-2, weight_decay=0.0,
+                         schedule="constant", seed=0)
+    out = {}
+    for name, params in (("ce", {}), ("maxsup", {"alpha": 0.3, "alpha_end": None}),
+                         ("label-smoothing", {}), ("adaptive-label-smoothing", {"margin": 2.0})):
+        model = _mlp(0)
+        Trainer(model, build_objective(name, **params), config).fit(train)
+        model.eval()
+        with torch.no_grad():
+            p = model(x).softmax(1)
+        out[name] = (float(p.max(1).values.mean()), expected_calibration_error(p, y),
+                     float((p.argmax(1) == y).double().mean()))
+    return out
 
 
 def test_regularised_models_are_less_confident_than_ce(trained) -> None:

@@ -17,13 +17,6 @@ from robustlab.models.layers import Normalize
 METHODS = ("ibp", "crown-ibp", "crown")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Residual(nn.Module):
     def __init__(self) -> None:

@@ -23,13 +23,6 @@ from robustlab.certified import bounds, margin_spec
 B = importlib.import_module("robustlab.certified.bounds")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Branchy(nn.Module):
     """Two branches with different windows (3x3 and dilated 3x3 after a 1x1) added; a full-map

@@ -20,13 +20,6 @@ METHODS = ("ibp", "crown", "crown-ibp")
 NORMS = ("linf", "l2")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ----------------------------------------------------------------------------- models
 class TinyResidual(nn.Module):

@@ -18,6 +18,7 @@ from robustlab.certified.probe import (
 from robustlab.data import Dataset, load_dataset
 from robustlab.errors import InvalidParameterError, InvalidTypeError, UnknownNameError
 from robustlab.scan import PROBES, ResultsStore, build_probe, run_scan
+from train_testkit import fit_adam
 
 GRID = {"linf": [0.03, 0.005, 0.01]}  # unsorted on purpose: the probe sorts each grid
 SETTINGS = {"eps": GRID, "sigmas": [0.5, 0.25], "n0": 20, "n": 200, "num_examples": 24, "seed": 1}
@@ -28,24 +29,8 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, s
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[-1]) ** 0.5 if p.ndim > 1 else 0.0 * p)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0], 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
+    return fit_adam(model, x, y, epochs=epochs, lr=3e-3, generator=g)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and never oversubscribes a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

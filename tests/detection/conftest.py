@@ -22,8 +22,6 @@ def synthetic_problem():
     OOD points sit around the centroid of the class means, 6.9 std from every mean (where no class
     has mass; the Bayes classifier is maximally unsure there).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model on a shared 2-core runner: no oversubscription
     g = torch.Generator().manual_seed(0)
     task = make_synthetic(900, num_classes=3, dim=8, separation=12.0, generator=g)
     x, y = task.dataset.tensors()
@@ -41,7 +39,4 @@ def synthetic_problem():
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     model.eval()
-    try:
-        yield model, x, y, test_x, x_ood
-    finally:
-        torch.set_num_threads(threads)
+    return model, x, y, test_x, x_ood

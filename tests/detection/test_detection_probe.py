@@ -25,17 +25,11 @@ from robustlab.detection import (
 from robustlab.detection.probe import fit_eval_split, make_ood_sets
 from robustlab.errors import InvalidParameterError, InvalidTypeError, UnknownNameError
 from robustlab.scan import PROBES, ResultsStore, build_probe, run_scan
+from train_testkit import fit_adam
 
 NUM_EXAMPLES = 120
 SMALL = {"num_examples": NUM_EXAMPLES, "num_attack_examples": 24, "seed": 3}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core runner
-    yield
-    torch.set_num_threads(before)
 
 
 def _cnn() -> nn.Module:
@@ -47,8 +41,6 @@ def _cnn() -> nn.Module:
 @pytest.fixture(scope="module")
 def digits():
     """(model, test Dataset): a small CNN trained for a few seconds on the built-in digits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
     x, y = train.tensors()
     g = torch.Generator().manual_seed(0)
@@ -56,16 +48,7 @@ def digits():
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * ((2.0 / p[0].numel()) ** 0.5 if p.ndim > 1 else 0.0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(8):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-    torch.set_num_threads(threads)
+    fit_adam(model, x, y, epochs=8, lr=1e-2, generator=g)
     return model, test
 
 

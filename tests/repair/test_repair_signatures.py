@@ -9,7 +9,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustlab.errors import (
@@ -32,6 +31,7 @@ from robustlab.repair import (
     signature_scale_curve,
 )
 from robustlab.repair.signatures import _pack_int4, _unpack_int4
+from train_testkit import fit_adam
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -254,17 +254,7 @@ def test_auto_picks_shallow_layers_with_largest_relative_change():
 
 # ----------------------------------------------------------------------------------- real fine-tune
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
+    return fit_adam(model, x, y, epochs=epochs, lr=lr, generator=torch.Generator().manual_seed(seed))
 
 
 def test_signature_from_a_corruption_fine_tune_patches_the_clean_model():
