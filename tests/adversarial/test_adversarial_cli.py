@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from robustlab.cli import main
+from cli_testkit import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,7 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_attack_prints_table_and_writes_json(saved_model: Path, tmp_path: Path, capsys) -> None:
@@ -91,9 +88,7 @@ def test_bad_input_is_one_line_exit_2(args, fragment, detail, tmp_path, capsys, 
     monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))
     code, _, err = _run(["attack", *args], capsys)
     assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("robustlab: ") and fragment in lines[0] and detail in lines[0], lines[0]
+    assert_one_line_error(err, fragment, detail)
     assert not (tmp_path / "cache").exists()  # flags are checked before any model is trained
 
 

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from robustlab.cli import _parse_param_value, main
+from robustlab.cli import _parse_param_value
+from cli_testkit import run_cli
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_pgd_at_writes_clean_and_robust_curves_then_fine_tunes(tmp_path, capsys):

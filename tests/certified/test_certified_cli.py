@@ -10,15 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.cli import main
+from cli_testkit import assert_one_line_error, run_cli
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +40,7 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_bounds_table_and_json(saved_mlp: Path, tmp_path: Path, capsys) -> None:
@@ -136,9 +126,7 @@ def test_bad_input_is_one_line_exit_2(args, fragment, detail, tmp_path, capsys, 
     monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))
     code, _, err = _run(["certify", *args], capsys)
     assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("robustlab: ") and fragment in lines[0] and detail in lines[0], lines[0]
+    assert_one_line_error(err, fragment, detail)
     assert not (tmp_path / "cache").exists()  # rejected before any model is trained
 
 

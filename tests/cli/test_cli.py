@@ -13,6 +13,7 @@ import pytest
 
 from robustlab import __version__
 from robustlab.cli import main
+from cli_testkit import assert_one_line_error, run_cli
 
 
 @pytest.fixture()
@@ -22,10 +23,7 @@ def cache(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def _accuracy(run_dir: Path) -> float:
@@ -102,9 +100,7 @@ def test_bad_input_is_one_line_exit_2(args, fragment, detail, tmp_path, cache, c
     monkeypatch.chdir(tmp_path)
     code, out, err = _run(args, capsys)
     assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("robustlab: ") and fragment in lines[0] and detail in lines[0]
+    assert_one_line_error(err, fragment, detail)
     assert "Traceback" not in err
 
 

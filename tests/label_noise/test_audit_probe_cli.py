@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.cli import main
 from robustlab.data import Dataset
 from robustlab.errors import UnknownNameError
 from robustlab.scan import PROBES, build_probe, run_scan
+from cli_testkit import run_cli
 
 
 class OneHotFromFirstFeature(nn.Module):
@@ -108,10 +108,7 @@ def test_probe_on_images_draws_thumbnails():
 
 
 # --------------------------------------------------------------------------- CLI
-def _run(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_cli_audit_end_to_end(tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from robustlab import zoo
-from robustlab.cli import main
 from robustlab.label_noise import apply_noise_spec
+from cli_testkit import run_cli
 
 
 @pytest.fixture()
@@ -16,10 +16,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))
 
 
-def _run(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_train_with_label_noise_saves_the_mask(tmp_path, cache, capsys):

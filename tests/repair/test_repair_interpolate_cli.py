@@ -15,6 +15,7 @@ from robustlab.adversarial.probe import select_examples
 from robustlab.cli import main
 from robustlab.models import ModelConfig, load_model, save_model
 from robustlab.repair import interpolate_weights
+from cli_testkit import run_cli
 
 NUM = 16
 
@@ -34,9 +35,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(["repair", "interpolate", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(["repair", "interpolate", *args], capsys)
 
 
 def test_curve_table_json_and_saved_model(models, tmp_path, capsys):

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustlab.cli import main
 from robustlab.models import ModelConfig, build_model, load_model, save_model
 from robustlab.repair import load_signature
+from cli_testkit import run_cli
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
