@@ -23,7 +23,6 @@ order); every job uses the same subset.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +47,7 @@ from robustlab.adversarial._core import NORMS, check_eps
 from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidTypeError
 from robustlab.scan.probe import (
+    ModelCache,
     PROBES,
     Figure,
     Probe,
@@ -57,7 +57,6 @@ from robustlab.scan.probe import (
     check_headline_radius,
     check_radius_grid,
     figure_to_svg,
-    model_state_stamp,
     seeded_generator,
 )
 
@@ -204,13 +203,7 @@ class AdversarialProbe(Probe):
         self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, low=1)
         # (norm, eps) -> outcome of the evaluations run by this object, reused by the curve job
         # when it runs in the same process on the same model (unchanged weights) and data.
-        self._cache: dict[tuple[str, float], tuple[Any, Any, tuple[Any, ...], _EpsOutcome]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The cache holds weak references (not picklable) and is only valid in this process.
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
+        self._cache = ModelCache()
 
     def params(self) -> dict[str, Any]:
         return {"eps": {n: list(v) for n, v in self.eps.items()}, "headline_eps": dict(self.headline_eps),
@@ -259,17 +252,7 @@ class AdversarialProbe(Probe):
 
     def _outcome(self, model: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor, norm: str,
                  eps: float) -> _EpsOutcome:
-        key = (norm, eps)
-        stamp = model_state_stamp(model)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
-            return hit[3]
-        outcome = self._evaluate(model, x, y, norm, eps)
-        try:
-            self._cache[key] = (weakref.ref(model), weakref.ref(data), stamp, outcome)
-        except TypeError:  # a model that cannot be weakly referenced is simply not cached
-            pass
-        return outcome
+        return self._cache.fetch((norm, eps), model, data, lambda: self._evaluate(model, x, y, norm, eps))
 
     def _evaluate(self, model: Any, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> _EpsOutcome:
         from robustlab.adversarial.evaluate import evaluate

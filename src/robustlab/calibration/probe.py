@@ -41,7 +41,6 @@ summary job does).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +75,7 @@ from robustlab.data.dataset import Dataset
 from robustlab.data.split import stratified_halves
 from robustlab.errors import InvalidTypeError
 from robustlab.scan.probe import (
+    ModelCache,
     PROBES,
     Figure,
     Probe,
@@ -83,7 +83,6 @@ from robustlab.scan.probe import (
     ResultRow,
     Table,
     figure_to_svg,
-    model_state_stamp,
     seeded_generator,
 )
 
@@ -229,12 +228,7 @@ class CalibrationProbe(Probe):
         self.attack_steps = check_int("attack_steps", attack_steps, low=1)
         self.seed = check_int("seed", seed, low=0)
         self.batch_size = check_int("batch_size", batch_size, low=1)
-        self._cache: dict[str, tuple[Any, Any, tuple[Any, ...], _Outcome]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_cache"] = {}  # weak references, valid in this process only
-        return state
+        self._cache = ModelCache()
 
     def params(self) -> dict[str, Any]:
         return {"num_examples": self.num_examples, "n_bins": self.n_bins, "corruptions": list(self.corruptions),
@@ -261,16 +255,7 @@ class CalibrationProbe(Probe):
         return self._part_result(part, out)
 
     def _outcome(self, model: Any, data: Dataset, part: str) -> _Outcome:
-        stamp = model_state_stamp(model)
-        hit = self._cache.get(part)
-        if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
-            return hit[3]
-        out = self._compute(model, data, part)
-        try:
-            self._cache[part] = (weakref.ref(model), weakref.ref(data), stamp, out)
-        except TypeError:  # not weakly referenceable: simply not cached
-            pass
-        return out
+        return self._cache.fetch(part, model, data, lambda: self._compute(model, data, part))
 
     def _logits(self, model: Any, x: torch.Tensor, num_classes: int) -> torch.Tensor:
         from robustlab.models.inference import predict_logits

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import re
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +71,7 @@ from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidTypeError, RobustlabError
 from robustlab.models.inference import predict_logits
 from robustlab.scan.probe import (
+    ModelCache,
     PROBES,
     Figure,
     Probe,
@@ -81,7 +81,6 @@ from robustlab.scan.probe import (
     check_headline_radius,
     check_radius_grid,
     figure_to_svg,
-    model_state_stamp,
     seeded_generator,
 )
 
@@ -232,13 +231,7 @@ class CertifiedProbe(Probe):
         self.bounds_batch_size = check_int("bounds_batch_size", bounds_batch_size, low=1)
         # Outcomes of the jobs run by this object, reused by the curve jobs when they run in the
         # same process on the same model (unchanged weights) and data.
-        self._cache: dict[tuple[Any, ...], tuple[Any, Any, tuple[Any, ...], Any]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The cache holds weak references (not picklable) and is only valid in this process.
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
+        self._cache = ModelCache()
 
     def params(self) -> dict[str, Any]:
         return {"eps": {k: list(v) for k, v in self.eps.items()}, "headline_eps": dict(self.headline_eps),
@@ -297,18 +290,6 @@ class CertifiedProbe(Probe):
 
         return select_examples(n, self.num_examples, self.seed)
 
-    def _cached(self, key: tuple[Any, ...], model: Any, data: Dataset, compute: Any) -> Any:
-        stamp = model_state_stamp(model)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
-            return hit[3]
-        outcome = compute()
-        try:
-            self._cache[key] = (weakref.ref(model), weakref.ref(data), stamp, outcome)
-        except TypeError:  # a model that cannot be weakly referenced is simply not cached
-            pass
-        return outcome
-
     # ------------------------------------------------------------------ bound propagation
     def _bound_outcome(self, model: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor, method: str,
                        norm: str, eps: float) -> _BoundOutcome:
@@ -321,7 +302,7 @@ class CertifiedProbe(Probe):
                 count += int(verified(model, xb, yb, eps=eps, norm=norm, method=method).sum())
             return _BoundOutcome(count, len(y), time.perf_counter() - start)
 
-        return self._cached(("bound", method, norm, eps), model, data, compute)
+        return self._cache.fetch(("bound", method, norm, eps), model, data, compute)
 
     def _run_bound(self, model: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor, method: str,
                    norm: str, eps: float) -> ProbeResult:
@@ -360,7 +341,7 @@ class CertifiedProbe(Probe):
             logits = predict_logits(model, x, batch_size=EVAL_BATCH_SIZE, num_classes=data.num_classes)
             return float((logits.argmax(1) == y).double().mean())
 
-        return self._cached(("clean",), model, data, compute)
+        return self._cache.fetch(("clean",), model, data, compute)
 
     # ------------------------------------------------------------------ randomized smoothing
     def _smooth_outcome(self, model: Any, data: Dataset, x: torch.Tensor, sigma: float) -> _SmoothOutcome:
@@ -371,7 +352,7 @@ class CertifiedProbe(Probe):
                            generator=seeded_generator(self.seed, "smoothing", sigma), num_classes=data.num_classes)
             return _SmoothOutcome(cert, time.perf_counter() - start)
 
-        return self._cached(("smoothing", sigma), model, data, compute)
+        return self._cache.fetch(("smoothing", sigma), model, data, compute)
 
     def _run_sigma(self, model: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor,
                    sigma: float) -> ProbeResult:

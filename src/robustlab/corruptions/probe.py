@@ -19,7 +19,6 @@ it evaluates every cell again (``summary=False`` skips the heatmap and the mean 
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +38,7 @@ from robustlab.data.dataset import Dataset
 from robustlab.errors import InvalidTypeError
 from robustlab.models.inference import predict_logits
 from robustlab.scan.probe import (
+    ModelCache,
     PROBES,
     Figure,
     Probe,
@@ -125,13 +125,7 @@ class CorruptionsProbe(Probe):
         self.batch_size = check_int("batch_size", batch_size, low=1)
         # Per-corruption accuracies of the jobs run by this object, reused by the summary job when
         # it runs in the same process on the same model (unchanged weights) and data.
-        self._cache: dict[tuple[str, str], tuple[Any, Any, tuple[Any, ...], tuple[float, ...]]] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The cache holds weak references (not picklable) and is only valid in this process.
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
+        self._cache = ModelCache()
 
     def params(self) -> dict[str, Any]:
         return {"corruptions": list(self.corruptions), "tabular_corruptions": list(self.tabular_corruptions),
@@ -193,17 +187,8 @@ class CorruptionsProbe(Probe):
         return self.preset if self.preset is not None else preset_for(min(h, w), c)
 
     def _accuracies(self, model: Any, data: Dataset, family: str, corruption: str) -> list[float]:
-        key = (family, corruption)
-        stamp = _state_stamp(model)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
-            return list(hit[3])
-        accs = self._compute_accuracies(model, data, family, corruption)
-        try:
-            self._cache[key] = (weakref.ref(model), weakref.ref(data), stamp, tuple(accs))
-        except TypeError:  # a model that cannot be weakly referenced is simply not cached
-            pass
-        return accs
+        return list(self._cache.fetch((family, corruption), model, data,
+                                      lambda: tuple(self._compute_accuracies(model, data, family, corruption))))
 
     def _compute_accuracies(self, model: Any, data: Dataset, family: str, corruption: str) -> list[float]:
         g = self._generator(family, corruption)
@@ -258,13 +243,6 @@ class CorruptionsProbe(Probe):
                    f"corruptions x {len(self.severities)} severities (clean error {report.clean_error:.2%}); "
                    f"hardest: {worst}.")
         return ProbeResult(rows=tuple(rows), figures=figures, tables=tables, summary=summary)
-
-
-def _state_stamp(model: Any) -> tuple[Any, ...]:
-    """Changes whenever a module's parameters or buffers are replaced or modified in place."""
-    if not isinstance(model, torch.nn.Module):
-        return ()
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
 def _corruption_rows(family: str, corruption: str, severities: Sequence[int],

@@ -16,7 +16,8 @@ import json
 import numbers
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +37,7 @@ __all__ = [
     "PROBES",
     "BUILTIN_PROBE_MODULES",
     "build_probe",
+    "ModelCache",
     "check_headline_radius",
     "check_radius_grid",
     "figure_to_svg",
@@ -369,6 +371,29 @@ def model_state_stamp(model: Any) -> tuple[Any, ...]:
     if not isinstance(model, torch.nn.Module):
         return ()
     return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+class ModelCache(dict):
+    """Results a probe computed from a (model, data) pair, reused by its other jobs in this process
+    while both objects are alive and the model's weights and buffers are unchanged
+    (:func:`model_state_stamp`). It holds weak references, valid only where it was filled, so it
+    pickles empty (a probe sent to another process starts with no cache)."""
+
+    def fetch(self, key: Any, model: Any, data: Any, compute: Callable[[], Any]) -> Any:
+        """The value stored under ``key`` for this model and data, else ``compute()`` (stored)."""
+        stamp = model_state_stamp(model)
+        hit = self.get(key)
+        if hit is not None and hit[0]() is model and hit[1]() is data and hit[2] == stamp:
+            return hit[3]
+        value = compute()
+        try:
+            self[key] = (weakref.ref(model), weakref.ref(data), stamp, value)
+        except TypeError:  # a model that cannot be weakly referenced is simply not cached
+            pass
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), ())
 
 
 # --------------------------------------------------------------------------- figures
