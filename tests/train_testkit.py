@@ -20,3 +20,21 @@ def fit_adam(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+class Interrupted(Exception):
+    """Raised by an objective wrapped with :func:`interrupt_at_epoch` (a simulated kill)."""
+
+
+def interrupt_at_epoch(objective, epoch: int):
+    """``objective`` with its ``on_epoch_start`` raising :class:`Interrupted` when ``epoch`` starts
+    (the run directory then holds the checkpoints of the epochs before); returns it."""
+    original = objective.on_epoch_start
+
+    def on_epoch_start(e: int) -> None:
+        if e == epoch:
+            raise Interrupted
+        original(e)
+
+    objective.on_epoch_start = on_epoch_start
+    return objective

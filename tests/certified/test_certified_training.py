@@ -30,6 +30,7 @@ from robustlab.training import (
     Trainer,
     build_objective,
 )
+from train_testkit import Interrupted, interrupt_at_epoch
 
 CPU = torch.device("cpu")
 DIM = 16
@@ -250,10 +251,6 @@ def test_same_seed_same_weights_and_setup_leaves_the_model_alone():
     assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))  # running stats untouched
 
 
-class _Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", ["ibp", "crown-ibp"])
 def test_resume_is_exact(name, tmp_path):
     data = _separable(48, 0)
@@ -261,16 +258,8 @@ def test_resume_is_exact(name, tmp_path):
     params = {"eps": 0.1, "warmup_epochs": 1, "ramp_epochs": 1, "schedule": "smoothed"}
     straight = _mlp(bn=True)
     straight_result = Trainer(straight, build_objective(name, **params), config).fit(data)
-    interrupted = build_objective(name, **params)
-    original = interrupted.on_epoch_start
-
-    def stop_at_epoch_2(epoch):
-        if epoch == 2:
-            raise _Interrupt
-        original(epoch)
-
-    interrupted.on_epoch_start = stop_at_epoch_2
-    with pytest.raises(_Interrupt):
+    interrupted = interrupt_at_epoch(build_objective(name, **params), 2)
+    with pytest.raises(Interrupted):
         Trainer(_mlp(bn=True), interrupted, config).fit(data, run_dir=tmp_path)
     resumed = _mlp(seed=5, bn=True)
     resumed_result = Trainer(resumed, build_objective(name, **params), config).fit(data, run_dir=tmp_path,

@@ -22,6 +22,7 @@ from robustlab.label_noise.selection import (
 )
 from robustlab.models import build_model
 from robustlab.training import OBJECTIVES, TrainConfig, Trainer, build_objective
+from train_testkit import Interrupted, interrupt_at_epoch
 
 CPU = torch.device("cpu")
 
@@ -93,10 +94,6 @@ def test_same_seed_same_weights(name):
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
-class _Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_resume_is_exact(name, tmp_path):
     data = _data()
@@ -104,16 +101,8 @@ def test_resume_is_exact(name, tmp_path):
     straight_model, straight = _model(), build_objective(name, **METHODS[name])
     Trainer(straight_model, straight, config).fit(data)
 
-    interrupted = build_objective(name, **METHODS[name])
-    original = interrupted.on_epoch_start
-
-    def stop_at_epoch_2(epoch):
-        if epoch == 2:
-            raise _Interrupt
-        original(epoch)
-
-    interrupted.on_epoch_start = stop_at_epoch_2
-    with pytest.raises(_Interrupt):
+    interrupted = interrupt_at_epoch(build_objective(name, **METHODS[name]), 2)
+    with pytest.raises(Interrupted):
         Trainer(_model(), interrupted, config).fit(data, run_dir=tmp_path)
     resumed_model, resumed = _model(seed=5), build_objective(name, **METHODS[name])
     Trainer(resumed_model, resumed, config).fit(data, run_dir=tmp_path, resume=True)
